@@ -1,0 +1,86 @@
+"""Checkpoints: atomic, keyed by a hash of the config, loadable with ``weights_only=True``.
+
+A training checkpoint holds only what cannot be rebuilt: the *trainable* weights, optimizer and
+scheduler state, the step, the RNG state and the config it was made with. Frozen parts (a
+pretrained CNN, an LLM) are never written. Exported models use safetensors.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """Short stable hash of a JSON-able config: the name of the folder its checkpoints live in."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters that require grad (frozen parts stay out of checkpoints)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _atomic(path: Path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` (tensors, numbers, strings, lists, dicts) atomically with torch.save."""
+    return _atomic(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+_STEP = re.compile(r"ckpt-(\d+)\.pt$")
+
+
+def checkpoints(train_dir: Path) -> list[Path]:
+    """Checkpoints in a training folder, oldest first."""
+    found = [p for p in Path(train_dir).glob("ckpt-*.pt") if _STEP.search(p.name)]
+    return sorted(found, key=lambda p: int(_STEP.search(p.name).group(1)))
+
+
+def prune(train_dir: Path, keep: int) -> None:
+    for p in checkpoints(train_dir)[:-keep] if keep > 0 else []:
+        p.unlink()
+
+
+def save_weights(path: Path, tensors: dict[str, torch.Tensor], config: dict | None = None) -> Path:
+    """Safetensors export (contiguous CPU copies); the config rides along as metadata."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    meta = {"config": json.dumps(config, sort_keys=True, default=str)} if config is not None else None
+    return _atomic(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def load_weights(path: Path, expect_config: dict | None = None) -> dict[str, torch.Tensor]:
+    """Load a safetensors export; refuse one written for another config."""
+    if expect_config is not None:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = (f.metadata() or {}).get("config")
+        want = json.dumps(expect_config, sort_keys=True, default=str)
+        if meta != want:
+            raise ValueError(f"{path} was written for another config:\n  file: {meta}\n  want: {want}")
+    return load_file(str(path))

@@ -1,0 +1,121 @@
+"""Build ``report.md`` and ``figures/`` from saved results.
+
+The report is assembled from hand-written section templates ``report/*.md`` (in file-name order).
+Prose stays as written; every number comes from ``runs/<profile>/results/*.json`` through markers:
+
+- ``<!-- table:KEY -->`` … ``<!-- /table -->``: replaced by the markdown table saved with
+  ``results.save_table(profile, KEY, rows)``;
+- ``<!-- value:KEY.path.to.field:FORMAT -->`` … ``<!-- /value -->``: one number or string
+  (``FORMAT`` a Python format spec such as ``.1f``; path parts index dicts or lists);
+- ``figures/NAME.png`` links: the figure saved by ``results.save_figure`` is copied to ``figures/``.
+
+Markers are kept in the output, so the built report can be diffed against a rebuild.
+A result that is missing renders as ``(not run: KEY)`` — never as a stale or typed number.
+
+    python -m mmlib.report --profile cpu
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from . import results
+from .paths import FIGURES, ROOT
+
+SECTIONS = ROOT / "report"
+TABLE = re.compile(r"<!-- table:(?P<key>[\w.-]+) -->.*?<!-- /table -->", re.S)
+VALUE = re.compile(r"<!-- value:(?P<key>[\w-]+)(?P<path>(?:\.[\w-]+)*)(?::(?P<fmt>[^ ]*))? -->.*?<!-- /value -->", re.S)
+FIGURE = re.compile(r"\(figures/(?P<name>[\w.-]+)\.png\)")
+
+
+def fmt_cell(x: Any, spec: str | None = None) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        return format(x, spec or (".1f" if abs(x) >= 10 else ".3g"))
+    if isinstance(x, int) and spec:
+        return format(x, spec)
+    return str(x)
+
+
+def markdown_table(saved: dict[str, Any]) -> str:
+    cols, rows = saved["columns"], saved["rows"]
+    formats = saved.get("formats", {})
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(fmt_cell(r.get(c), formats.get(c)) for c in cols) + " |" for r in rows]
+    if saved.get("note"):
+        lines += ["", f"*{saved['note']}*"]
+    return "\n".join(lines)
+
+
+def lookup(obj: Any, path: str) -> Any:
+    for part in filter(None, path.split(".")):
+        obj = obj[int(part)] if isinstance(obj, list) else obj[part]
+    return obj
+
+
+def fill(text: str, profile: str) -> tuple[str, list[str]]:
+    """Fill every marker of ``text``; returns the text and the keys that had no saved result."""
+    missing: list[str] = []
+
+    def table(m: re.Match) -> str:
+        key = m["key"]
+        saved = results.load(profile, key, default=None)
+        if saved is None:
+            missing.append(key)
+            body = f"(not run: {key})"
+        else:
+            body = markdown_table(saved)
+        return f"<!-- table:{key} -->\n{body}\n<!-- /table -->"
+
+    def value(m: re.Match) -> str:
+        key, path, spec = m["key"], m["path"] or "", m["fmt"]
+        saved = results.load(profile, key, default=None)
+        try:
+            body = fmt_cell(lookup(saved, path), spec) if saved is not None else None
+        except (KeyError, IndexError, TypeError):
+            body = None
+        if body is None:
+            missing.append(key + path)
+            body = f"(not run: {key}{path})"
+        marker = f"value:{key}{path}" + (f":{spec}" if spec else "")
+        return f"<!-- {marker} -->{body}<!-- /value -->"
+
+    text = TABLE.sub(table, text)
+    return VALUE.sub(value, text), missing
+
+
+def build(profile: str, out: Path = ROOT / "report.md", figures_out: Path = FIGURES) -> list[str]:
+    """Write the report for ``profile``; returns the result keys that are still missing."""
+    parts = [p.read_text() for p in sorted(SECTIONS.glob("*.md"))]
+    text, missing = fill("\n\n".join(parts), profile)
+    text = text.replace("{{profile}}", profile)
+    figures_out.mkdir(parents=True, exist_ok=True)
+    for name in sorted(set(FIGURE.findall(text))):
+        src = results.figures_dir(profile) / f"{name}.png"
+        if src.exists():
+            shutil.copyfile(src, figures_out / f"{name}.png")
+        else:
+            missing.append(f"figure {name}")
+    out.write_text(text)
+    return missing
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--out", default=str(ROOT / "report.md"))
+    args = ap.parse_args()
+    figures = FIGURES if args.profile == "cpu" else results.figures_dir(args.profile).parent / "report_figures"
+    missing = build(args.profile, Path(args.out), figures)
+    print(f"wrote {args.out} for profile {args.profile}"
+          + (f"; {len(missing)} results not run yet: {', '.join(missing[:12])}" if missing else ""))
+
+
+if __name__ == "__main__":
+    main()

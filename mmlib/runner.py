@@ -1,0 +1,117 @@
+"""Run the notebooks in order with papermill, skipping those whose inputs have not changed.
+
+    python -m mmlib.runner --profile cpu [--only 02 [--only 03]] [--force] [--no-report]
+
+A notebook is skipped when its executed copy under ``runs/<profile>/executed/`` carries the
+stamp of its current inputs (the notebook, every ``mmlib`` source file, the requirements). The
+run stops at the first failure, naming the notebook and the cell. Wall times go to the saved
+result ``runtime`` (the report's run-time table); finally ``report.md`` is rebuilt.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from . import profiles, results
+from .paths import ROOT, RUNS
+
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def notebooks(only: list[str] | None = None) -> list[Path]:
+    found = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        wanted = {o.zfill(2) for o in only}
+        unknown = wanted - {p.name[:2] for p in found}
+        if unknown:
+            raise SystemExit(f"no notebook numbered {', '.join(sorted(unknown))} in {NOTEBOOKS}")
+        found = [p for p in found if p.name[:2] in wanted]
+    return found
+
+
+def inputs_stamp(nb: Path, profile: str) -> str:
+    h = hashlib.sha256(profile.encode())
+    for p in [nb, ROOT / "requirements.txt", *sorted((ROOT / "mmlib").rglob("*.py"))]:
+        h.update(p.relative_to(ROOT).as_posix().encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def save_runtime_table(profile: str, times: dict) -> None:
+    m = times["machine"]
+    rows = [{"notebook": name, "first run (s)": t.get("seconds"), "cached rerun (s)": t.get("cached_run")}
+            for name, t in sorted(times["notebooks"].items())]
+    results.save_table(profile, "runtime_table", rows, formats={"first run (s)": ".0f", "cached rerun (s)": ".0f"},
+                       note=f"{m['cores']} cores, {m['cpu']}, Python {m['python']}, profile {profile}")
+
+
+def run(profile: str, only: list[str] | None = None, force: bool = False) -> int:
+    import papermill as pm
+
+    out_dir = RUNS / profile / "executed"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    times = results.load(profile, "runtime", default={"notebooks": {}})
+    times.update(machine={"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()})
+    for nb in notebooks(only):
+        out, stamp_file = out_dir / nb.name, out_dir / f"{nb.stem}.stamp"
+        stamp = inputs_stamp(nb, profile)
+        if not force and out.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
+            print(f"[run_all] {nb.name}: up to date (cached), skipped")
+            continue
+        print(f"[run_all] {nb.name} (profile {profile}) ...", flush=True)
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(str(nb), str(out), parameters={"profile": profile}, kernel_name="mmlib",
+                                cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)
+        except pm.PapermillExecutionError as e:
+            print(f"[run_all] FAILED: {nb.relative_to(ROOT)}, cell {e.exec_count} (cell index {e.cell_index}): "
+                  f"{e.ename}: {e.evalue}\n  executed copy with the traceback: {out}", file=sys.stderr)
+            return 1
+        seconds = time.perf_counter() - t0
+        stamp_file.write_text(stamp)
+        entry = times["notebooks"].setdefault(nb.stem, {})
+        entry["cached_run" if entry.get("stamp") == stamp else "seconds"] = round(seconds, 1)
+        entry["stamp"] = stamp
+        results.save(profile, "runtime", times)
+        save_runtime_table(profile, times)
+        print(f"[run_all] {nb.name}: {seconds:.0f} s", flush=True)
+    return 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default=os.environ.get("MMLIB_PROFILE", profiles.DEFAULT_PROFILE))
+    ap.add_argument("--only", action="append", help="notebook number, e.g. 02 (repeatable)")
+    ap.add_argument("--force", action="store_true", help="re-run notebooks even when cached")
+    ap.add_argument("--no-report", action="store_true", help="do not rebuild report.md at the end")
+    args = ap.parse_args()
+    profiles.check(args.profile)
+    code = run(args.profile, args.only, args.force)
+    if code == 0 and not args.no_report:
+        from . import report
+        figures = report.FIGURES if args.profile == "cpu" else RUNS / args.profile / "report_figures"
+        out = ROOT / "report.md" if args.profile == "cpu" else RUNS / args.profile / "report.md"
+        missing = report.build(args.profile, out, figures)
+        print(f"[run_all] wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}"
+              + (f" ({len(missing)} results missing: {', '.join(missing[:8])})" if missing else ""))
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""One training loop for every model of the study.
+
+``fit(model, loss_fn, data, cfg, out_dir, key)`` trains the parameters of ``model`` that require
+grad with AdamW under an accelerate ``Accelerator`` (so ``accelerate launch`` scales it to several
+GPUs), with bf16 autocast where the hardware has it, an optional EMA of the weights, a tqdm bar and
+a saved loss history.
+
+Batches are a pure function of (seed, step): epoch ``e`` visits ``randperm(n, seed e)`` in order.
+Together with the torch RNG state stored in every checkpoint, this makes an interrupted run that
+resumes from its last checkpoint end bit-identical to an uninterrupted one on CPU.
+
+Checkpoints live in ``out_dir/train-<hash of key>/`` so a checkpoint made under another config is
+never picked up; a finished run is reloaded instead of retrained.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch.utils.data import Dataset, default_collate
+from tqdm import tqdm
+
+from . import ckpt
+from .results import atomic_write_text
+
+
+@dataclass
+class TrainConfig:
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup: int = 0                 # linear warm-up steps
+    schedule: str = "cosine"        # cosine | constant (after warm-up)
+    min_lr_ratio: float = 0.0       # cosine floor, as a fraction of lr
+    grad_clip: float | None = 1.0   # max grad norm; None disables
+    ckpt_every: int = 0             # 0: only the final checkpoint
+    keep: int = 2                   # checkpoints kept on disk
+    seed: int = 0
+    mixed_precision: str = "auto"   # auto (bf16 where fast) | bf16 | no
+    ema: float | None = None        # EMA decay of the trainable weights, e.g. 0.995
+    log_every: int = 10
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]]
+    steps: int
+    seconds: float                  # wall time spent training in this call (0 when cached)
+    resumed_from: int | None        # step of the checkpoint we started from, if any
+    train_dir: Path
+    mixed_precision: str
+    ema: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def cached(self) -> bool:
+        return self.resumed_from == self.steps
+
+
+def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        if cfg.schedule == "constant":
+            return 1.0
+        t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    return f
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
+    """Indices of the batch at ``step``: epochs are seeded permutations, the last partial batch dropped."""
+    per_epoch = max(1, n // batch_size)
+    epoch, i = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return perm[i * batch_size:(i + 1) * batch_size] if n >= batch_size else perm
+
+
+def take(data: Mapping[str, torch.Tensor] | Dataset, idx: torch.Tensor) -> Any:
+    if isinstance(data, Mapping):
+        return {k: v[idx] for k, v in data.items()}
+    return default_collate([data[int(i)] for i in idx])
+
+
+def data_len(data: Mapping[str, torch.Tensor] | Dataset) -> int:
+    if isinstance(data, Mapping):
+        lens = {len(v) for v in data.values()}
+        if len(lens) != 1:
+            raise ValueError(f"all tensors of a batch dict need the same first dimension, got {lens}")
+        return lens.pop()
+    return len(data)
+
+
+def resolve_precision(mode: str) -> str:
+    if mode != "auto":
+        return mode
+    from .device import autocast_dtype
+    return "bf16" if autocast_dtype() == torch.bfloat16 else "no"
+
+
+def fit(
+    model: torch.nn.Module,
+    loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor | tuple[torch.Tensor, dict[str, float]]],
+    data: Mapping[str, torch.Tensor] | Dataset,
+    cfg: TrainConfig,
+    out_dir: Path,
+    key: dict[str, Any],
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train ``model`` in place; returns the loss history and where the checkpoints are.
+
+    ``loss_fn(model, batch)`` returns the loss or ``(loss, {name: value})`` for extra curves.
+    ``key`` is everything that defines the run besides ``cfg`` (model config, data config); its
+    hash names the checkpoint folder. ``stop_after`` ends the call early after that many steps
+    (with a checkpoint), which the tests use to simulate an interruption.
+    """
+    from accelerate import Accelerator
+
+    precision = resolve_precision(cfg.mixed_precision)
+    full_key = {"train": asdict(cfg), "model": key}
+    train_dir = Path(out_dir) / f"train-{ckpt.config_key(full_key)}"
+    train_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(train_dir / "config.json", json.dumps(full_key, indent=1, sort_keys=True, default=str))
+
+    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+    params = [p for p in model.parameters() if p.requires_grad]
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    model, opt = accelerator.prepare(model, opt)
+    ema = {n: p.detach().clone().float() for n, p in zip(names, params)} if cfg.ema else None
+
+    step, history, resumed_from = 0, [], None
+    found = ckpt.checkpoints(train_dir)
+    if found:
+        state = ckpt.load_checkpoint(found[-1])
+        own = accelerator.unwrap_model(model)
+        missing = set(names) - set(state["weights"])
+        if missing:
+            raise ValueError(f"{found[-1]} lacks trainable weights {sorted(missing)[:5]}")
+        with torch.no_grad():
+            for n, p in own.named_parameters():
+                if n in state["weights"]:
+                    p.copy_(state["weights"][n])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        if ema is not None:
+            ema = state["ema"]
+        step = resumed_from = int(state["step"])
+        history = [h for h in json.loads((train_dir / "history.json").read_text()) if h["step"] <= step]
+
+    def checkpoint(at: int) -> None:
+        own = accelerator.unwrap_model(model)
+        state = {"weights": ckpt.trainable_state(own), "optimizer": opt.state_dict(),
+                 "scheduler": sched.state_dict(), "step": at, "rng": torch.get_rng_state(),
+                 "config": json.dumps(full_key, sort_keys=True, default=str)}
+        if ema is not None:
+            state["ema"] = ema
+        if accelerator.is_main_process:
+            atomic_write_text(train_dir / "history.json", json.dumps(history))
+            ckpt.save_checkpoint(train_dir / f"ckpt-{at:07d}.pt", state)
+            ckpt.prune(train_dir, cfg.keep)
+
+    n = data_len(data)
+    t0, end = time.perf_counter(), cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or step >= end, mininterval=2.0,
+               desc=train_dir.parent.name, leave=False)
+    while step < end:
+        idx = batch_indices(n, cfg.batch_size, step, cfg.seed)
+        idx = idx[accelerator.process_index::accelerator.num_processes]  # data parallel shard
+        batch = take(data, idx)
+        with accelerator.autocast():
+            out = loss_fn(model, batch)
+        loss, logs = (out if isinstance(out, tuple) else (out, {}))
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if cfg.grad_clip:
+            accelerator.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        step += 1
+        if ema is not None:
+            with torch.no_grad():
+                for n_, p in zip(names, params):
+                    ema[n_].lerp_(p.detach().float(), 1 - cfg.ema)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            history.append({"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0],
+                            **{k: float(v) for k, v in logs.items()}})
+            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
+        bar.update(1)
+        if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end:
+            checkpoint(step)
+    bar.close()
+    model.eval()
+    return FitResult(history=history, steps=step, seconds=time.perf_counter() - t0 if resumed_from != step else 0.0,
+                     resumed_from=resumed_from, train_dir=train_dir, mixed_precision=precision, ema=ema)
+
+
+def load_ema(model: torch.nn.Module, ema: dict[str, torch.Tensor]) -> None:
+    """Copy EMA weights into ``model`` (for sampling/evaluation)."""
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in ema:
+                p.copy_(ema[n].to(p.dtype))
