@@ -34,7 +34,12 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
     # 05 — Q-former + frozen causal LLM with a prompt (issue 4)
     "qformer_llm": {"smoke": {}, "cpu": {}, "paper": {}},
     # shared text-to-image evaluation: attribute oracle, fidelity, Fréchet distance (issue 5)
-    "t2i_eval": {"smoke": {}, "cpu": {}, "paper": {}},
+    # (oracle = small CNN per judged resolution; paper has no scene records, so no oracle there)
+    "t2i_eval": {
+        "smoke": dict(width=8, steps=30, batch_size=32, lr=3e-3, n_prompts=16),
+        "cpu": dict(width=32, steps=400, batch_size=128, lr=3e-3, n_prompts=200),
+        "paper": dict(width=32, steps=400, batch_size=128, lr=3e-3, n_prompts=200),
+    },
     # 06 — pixel-space diffusion, frozen BERT-family text encoder (issue 5)
     "pixel_diffusion": {"smoke": {}, "cpu": {}, "paper": {}},
     # 07 — VQ-VAE + latent diffusion, CLIP text encoder (issue 5)

@@ -33,6 +33,11 @@ _WORD = re.compile(r"[^\W_]+(?:['\-][^\W_]+)*")
 
 
 # ----------------------------------------------------------------------------- seed mode
+def _lines(path: str | Path) -> list[str]:
+    """Lines as ``for line in open(path)`` yields them (universal newlines), without the ends."""
+    return Path(path).read_text(encoding="utf-8-sig").rstrip("\n").split("\n")
+
+
 def read_seed_refs(path: str | Path) -> dict[str, list[str]]:
     """References as the study read them: each line split at its first comma, quotes kept.
 
@@ -40,7 +45,7 @@ def read_seed_refs(path: str | Path) -> dict[str, list[str]]:
     which no hypothesis matches, so the scores are the same).
     """
     refs: dict[str, list[str]] = {}
-    for i, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for i, line in enumerate(_lines(path), start=1):
         if not line.strip() or (i == 1 and line.strip() == "image,caption"):
             continue
         if "," not in line:
@@ -61,7 +66,7 @@ def read_seed_hypotheses(path: str | Path, known_images: set[str] | dict) -> dic
     """
     hyps: dict[str, str] = {}
     last = None
-    for i, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for i, line in enumerate(_lines(path), start=1):
         if i == 1 and line.strip() == "image,caption":
             continue
         image, sep, caption = line.partition(",")
