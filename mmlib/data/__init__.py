@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .. import profiles
@@ -60,13 +59,15 @@ def load(profile: str) -> Split:
     return Split(folder=folder, train=train, val=val, source=cfg.source)
 
 
-def images(folder: Path, names: list[str], size: int) -> torch.Tensor:
+def images(folder: Path, names: list[str], size: int) -> "torch.Tensor":
     """uint8 tensor (N, 3, size, size) of the named images, resized (centre crop to square first).
 
     Cached as a .npy next to the generated data (keyed by folder, names and size), so frozen
     encoders and diffusion models never decode the JPEGs twice.
     """
     import hashlib
+
+    import torch
     key = hashlib.sha256(("\n".join(names) + f"|{size}|{Path(folder).resolve()}").encode()).hexdigest()[:12]
     cache = data_dir() / "image_cache" / f"{Path(folder).name}_{size}px_{key}.npy"
     if cache.exists():
