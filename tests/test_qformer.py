@@ -1,19 +1,29 @@
 """BLIP-2 stage 1 (mmlib/captioning/qformer.py): the attention masks of ITC / ITM / ITG, hard-negative
 mining, agreement with a reference BERT, a tiny overfit that captions through [DEC], the paper loader."""
+import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from mmlib.captioning.qformer import (QFormer, QFormerConfig, TextCodec, attention_mask, generate_captions,
                                       hard_negatives, init_from_text_encoder, qformer_loss)
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: a second intra-op thread only adds synchronisation, which costs a lot on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 WORDS = "a an the dog dogs man woman girl boy runs jumps on in grass water red blue two ball .".split()
 CAPTIONS = ["A dog runs on the grass .", "Two men in red jump .", "A girl in the water .", "A blue ball on grass ."]
 
 
-def tokenizer(tmp_path) -> BertTokenizerFast:
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, "men", "jump", "girl"]) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+def tokenizer(tmp_path=None) -> BertTokenizerFast:
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, "men", "jump"]
+    return BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
 
 
 def tiny(codec: TextCodec, **kw) -> QFormer:
@@ -56,8 +66,8 @@ def test_itm_mask_is_bidirectional(tmp_path):
     qa, ta = m.encode(img, ids, mask, "itm")
     qb, _ = m.encode(img, ids.roll(1, 0), mask.roll(1, 0), "itm")
     _, tc = m.encode(torch.randn(4, 5, 12), ids, mask, "itm")
-    assert not torch.allclose(qa, qb, atol=1e-4)               # queries read the text
-    assert not torch.allclose(ta, tc, atol=1e-4)               # text reads the image (through the queries)
+    assert (qa - qb).abs().max() > 1e-3                        # queries read the text
+    assert (ta - tc).abs().max() > 1e-5                        # text reads the image (through the queries)
 
 
 def test_itg_mask_is_causal_over_text_and_sees_all_queries(tmp_path):
@@ -72,7 +82,7 @@ def test_itg_mask_is_causal_over_text_and_sees_all_queries(tmp_path):
     assert torch.allclose(la[:, :6], lb[:, :6], atol=1e-5) and not torch.allclose(la[:, 6:], lb[:, 6:], atol=1e-4)
     assert torch.allclose(qa, qb, atol=1e-6)                   # queries do not read the text in ITG
     _, tc = m.encode(torch.randn(4, 5, 12), ids, full, "itg")
-    assert not torch.allclose(ta[:, 0], tc[:, 0], atol=1e-4)  # even the first text token sees the image
+    assert (ta[:, 0] - tc[:, 0]).abs().max() > 1e-5            # even the first text token sees the image
 
 
 def test_mask_shapes_and_padding():

@@ -24,7 +24,6 @@ ours or Salesforce's. HF has no stage-1 losses; those are here.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -358,3 +357,223 @@ def count_parameters(module: nn.Module) -> tuple[int, int]:
             total += p.numel()
             trainable += p.numel() if p.requires_grad else 0
     return total, trainable
+
+
+# ----------------------------------------------------------------------------- paper weights
+def load_blip2_state(name_or_path: str, prefixes: tuple[str, ...] = ("query_tokens", "qformer.", "vision_model.")
+                     ) -> dict[str, torch.Tensor]:
+    """Tensors of a BLIP-2 checkpoint (hub name such as ``Salesforce/blip2-opt-2.7b``, or a folder
+    written by ``save_pretrained``) whose names start with ``prefixes``, read from its safetensors
+    shards without building (or keeping) the language model."""
+    import json
+    from safetensors import safe_open
+
+    def fetch(fname: str) -> Path | None:
+        p = Path(name_or_path)
+        if p.is_dir():
+            return p / fname if (p / fname).exists() else None
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+        try:
+            return Path(hf_hub_download(name_or_path, fname))
+        except EntryNotFoundError:
+            return None
+
+    index = fetch("model.safetensors.index.json")
+    if index is not None:
+        wmap = json.loads(index.read_text())["weight_map"]
+        shards = sorted({f for k, f in wmap.items() if k.startswith(prefixes)})
+    else:
+        shards = ["model.safetensors"]
+    out = {}
+    for shard in shards:
+        path = fetch(shard)
+        if path is None:
+            raise FileNotFoundError(f"{name_or_path}: no {shard}")
+        with safe_open(str(path), "pt") as f:
+            out.update({k: f.get_tensor(k) for k in f.keys() if k.startswith(prefixes)})
+    if not out:
+        raise ValueError(f"{name_or_path}: no tensors named {prefixes}")
+    return out
+
+
+def blip2_vision(name_or_path: str) -> nn.Module:
+    """The frozen EVA ViT-g/14 of a BLIP-2 checkpoint (paper's image encoder for rows 3–4);
+    call it with pixel_values -> ``.last_hidden_state`` (B, 257, 1408)."""
+    from transformers import Blip2Config
+    from transformers.models.blip_2.modeling_blip_2 import Blip2VisionModel
+    vis = Blip2VisionModel(Blip2Config.from_pretrained(name_or_path).vision_config)
+    state = load_blip2_state(name_or_path, ("vision_model.",))
+    vis.load_state_dict({k[len("vision_model."):]: v for k, v in state.items()}, strict=True)
+    return vis.requires_grad_(False).eval()
+
+
+# ----------------------------------------------------------------------------- profile -> data and model
+BLIP2_HUB = "Salesforce/blip2-opt-2.7b"   # paper: EVA ViT-g/14 image encoder (+ stage-2 Q-former)
+
+
+class EVATokens(nn.Module):
+    """BLIP-2's frozen EVA ViT-g/14 as a token source: images [0, 1] (B, 3, 224, 224) -> (B, 257, 1408)."""
+
+    def __init__(self, vision: nn.Module):
+        super().__init__()
+        from .encoders import OPENAI_MEAN, OPENAI_STD   # BLIP-2's image normalisation is CLIP's
+        self.vision, self.name = vision, "EVA ViT-g/14 (BLIP-2)"
+        self.register_buffer("mean", torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(OPENAI_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.vision(pixel_values=(images - self.mean) / self.std).last_hidden_state
+
+
+def image_features(profile: str):
+    """Frozen image tokens of every train and val image (an ``experiment.Features``), computed once.
+
+    smoke/cpu: the CLIP pretrained on world8k by 03 (its whole ViT token sequence, CLS included) —
+    the very cache 03 wrote, so nothing is re-encoded; pretrained first if 03 has not run.
+    paper: BLIP-2's EVA ViT-g/14 (all 257 tokens, as BLIP-2 feeds its Q-former), cached here."""
+    import hashlib
+    from .. import data, paths
+    from . import encoders, experiment
+    if profile != "paper":
+        from .clip_pretrain import ensure_world_clip
+        ensure_world_clip(profile)
+        return experiment.features(profile, "clip")
+    split = data.load(profile)
+    names = [n for n, _ in split.train] + [n for n, _ in split.val]
+    enc = EVATokens(blip2_vision(BLIP2_HUB))
+    key = {"encoder": enc.name, "weights": BLIP2_HUB, "folder": str(split.folder), "size": 224,
+           "names": hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]}
+    tokens, seconds = encoders.cached_features(enc, lambda: data.images(split.folder, names, 224),
+                                               paths.run_dir(profile, "04") / "features", key, batch_size=32)
+    n = len(split.train)
+    return experiment.Features(split, tokens[:n], tokens[n:], enc.name, count_parameters(enc)[0], seconds, key)
+
+
+def captions_per_image(items: list, n: int) -> tuple[list[int], list[str]]:
+    """(image index, caption) pairs: the first ``n`` captions of each image (n=1: the study's
+    single-annotation strategy)."""
+    idx, caps = [], []
+    for i, (_, refs) in enumerate(items):
+        for c in refs[:n]:
+            idx.append(i)
+            caps.append(c)
+    return idx, caps
+
+
+def build(profile: str, feats) -> tuple[QFormer, TextCodec, dict, dict]:
+    """Model, codec, training tensors and checkpoint key of stage 1 for a profile (used by 04, and by
+    05 to reload 04's trained Q-former from its checkpoint)."""
+    from .. import pretrained, profiles
+    p = profiles.get(profile).qformer
+    split = feats.split
+    tok, bert = pretrained.text_encoder(profile)
+    idx, caps = captions_per_image(split.train, p.captions_per_image)
+    codec = TextCodec.build(tok, caps, subset=p.vocab_subset)
+    sizes = dict(hidden_size=p.hidden_size, num_layers=p.num_layers, num_heads=p.num_heads,
+                 intermediate_size=p.intermediate_size)
+    if p.init == "text_encoder":   # the encoder's own widths (MiniLM 384×6 in cpu, BERT-base in paper)
+        c = bert.config
+        sizes = dict(hidden_size=c.hidden_size, num_layers=c.num_hidden_layers, num_heads=c.num_attention_heads,
+                     intermediate_size=c.intermediate_size)
+    cfg = QFormerConfig(vocab_size=codec.vocab_size, **sizes, num_queries=p.num_queries,
+                        cross_attention_freq=p.cross_attention_freq, d_image=feats.train.size(-1),
+                        embed_dim=p.embed_dim, max_text_len=p.max_text_len, dropout=p.dropout,
+                        pad_id=codec.pad_id, cls_id=codec.cls_id, eos_id=codec.eos_id, dec_id=codec.dec_id)
+    torch.manual_seed(p.seed)
+    model = QFormer(cfg)
+    if p.init == "text_encoder":
+        init_from_text_encoder(model, bert, codec)
+    ids, mask = codec.encode(caps, p.max_text_len)
+    tensors = {"ids": ids, "mask": mask, "image_id": torch.tensor(idx)}
+    key = {"model": cfg.to_dict(), "init": p.init, "captions_per_image": p.captions_per_image,
+           "n_train": len(split.train), "features": feats.key}
+    return model, codec, tensors, key
+
+
+def train_config(profile: str, section: str = "qformer"):
+    from .. import profiles, train
+    p = getattr(profiles.get(profile), section)
+    return train.TrainConfig(steps=p.steps, batch_size=p.batch_size, lr=p.lr, warmup=p.warmup,
+                             weight_decay=p.weight_decay, seed=p.seed, log_every=p.log_every)
+
+
+def loss_on(feats: torch.Tensor):
+    """``qformer_loss`` reading image tokens from a bank by ``image_id`` (no per-caption copies)."""
+    def loss_fn(model: QFormer, batch: dict):
+        return qformer_loss(model, {**batch, "image": feats[batch["image_id"]]})
+    return loss_fn
+
+
+def train_stage1(profile: str, feats, retrain: bool = False, progress: bool = True):
+    """Build and train (or reload, when a finished checkpoint exists) stage 1 -> (model, codec, FitResult)."""
+    from .. import train
+    from ..paths import run_dir
+    model, codec, tensors, key = build(profile, feats)
+    if retrain:
+        forget(run_dir(profile, "04"), train_config(profile), key)
+    result = train.fit(model, loss_on(feats.train), tensors, train_config(profile), run_dir(profile, "04"), key,
+                       progress=progress)
+    return model.eval(), codec, result   # a finished run is reloaded from its checkpoint, not retrained
+
+
+def forget(out_dir: Path, cfg, key: dict) -> None:
+    """Delete the checkpoints of one (cfg, key) run so that ``train.fit`` starts over."""
+    import shutil
+    from dataclasses import asdict as _asdict
+    from .. import ckpt
+    shutil.rmtree(Path(out_dir) / f"train-{ckpt.config_key({'train': _asdict(cfg), 'model': key})}", ignore_errors=True)
+
+
+def val_retrieval(model: QFormer, codec: TextCodec, feats, max_len: int) -> dict[str, float]:
+    """ITC retrieval R@1/R@5 on the validation split, all five captions of every image."""
+    caps = [c for _, cs in feats.split.val for c in cs[:5]]
+    owner = torch.arange(len(feats.split.val)).repeat_interleave(5)
+    ids, mask = codec.encode(caps, max_len)
+    return retrieval_recall(model, feats.val, ids, mask, owner)
+
+
+def loss_figure(history: list[dict], keys=("itc", "itm", "itg"), title: str = "BLIP-2 stage-1 losses"):
+    """One panel per loss, against the training step."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    steps = [h["step"] for h in history]
+    for ax, k in zip(axes[0], keys):
+        ax.plot(steps, [h[k] for h in history])
+        ax.set_title(k.upper() if k != "loss" else "caption loss")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- tables
+STUDY_BLEU = {3: (52.3, 36.7, 24.7, 15.8), 4: (72.2, 50.9, 36.1, 25.9)}   # Table 2, seed-mode BLEU, Flickr8k
+STUDY_ROWS = {1: "ResNet-18 + cross-attn decoder", 2: "CLIP ViT-B/32 + cross-attn decoder",
+              3: "EVA ViT-g/14 + Q-former (BERT, [DEC])", 4: "EVA ViT-g/14 + pretrained Q-former + TinyLlama-1.1B"}
+
+
+def table2_row(profile: str, label: str, sc: dict[str, float]) -> dict:
+    """One row of Table 2 in the columns 02/03 use: seed-mode BLEU-1..4, then standard BLEU-4, CIDEr-D, ROUGE-L."""
+    row = {"model": label, "profile / data": f"{profile} / {'Flickr8k' if profile == 'paper' else 'world8k'}"}
+    row.update({f"BLEU-{i} (seed)": sc[f"seed BLEU-{i}"] for i in range(1, 5)})
+    row.update({k: sc[k] for k in ("BLEU-4", "CIDEr-D", "ROUGE-L")})
+    return row
+
+
+def study_row(row: int) -> dict:
+    out = {"model": f"study row {row}: {STUDY_ROWS[row]}", "profile / data": "paper / Flickr8k"}
+    out.update({f"BLEU-{i} (seed)": b for i, b in enumerate(STUDY_BLEU[row], 1)})
+    return {**out, "BLEU-4": None, "CIDEr-D": None, "ROUGE-L": None}
+
+
+def reference_scores(profile: str, feats) -> tuple[dict, dict]:
+    """(retrieval baseline, human ceiling) scores: 03's saved ones when 03 ran on the same features
+    (the same CLIP tokens give the same baseline), else computed here."""
+    from .. import results
+    from . import experiment
+    saved = results.load(profile, "03_scores", default=None)
+    if saved and profile != "paper":
+        return saved["retrieval"], saved["ceiling"]
+    return experiment.score(experiment.retrieval_baseline(feats), feats.split), experiment.ceiling(feats.split)
