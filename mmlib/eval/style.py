@@ -1,0 +1,123 @@
+"""Style classifier: which share of a set of images is in the *photo* style (vs the world's cartoon style).
+
+The study judged by eye that LoRA moved SDXL from "comic-like" to Flickr8k's photographic look
+(report section 2.1, Figure 5). Here that claim is measured: a small CNN is trained on real world8k
+renders of the *same scenes* in both styles (``world.render(scene, "cartoon" | "photo")``), so only
+style (palette, flat fills and outlines vs shading, texture and light) separates the classes, never
+content. Training uses the attribute oracle's blur / noise / shift / flip augmentation
+(``t2i.augment``) so that slightly-off generated samples are judged by style, not by sharpness.
+Held-out accuracy on the val split's renders is reported with every share.
+
+Images are uint8 (N, 3, H, W); other sizes are resized to the classifier's resolution.
+This module never imports a model of the study.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import train
+from .t2i import augment, to_input
+
+STYLES = ("cartoon", "photo")   # class index 0, 1
+
+
+@dataclass
+class StyleConfig:
+    resolution: int = 32
+    width: int = 16               # channels of the first stage; doubled at each of 3 stages
+    steps: int = 200
+    batch_size: int = 128
+    lr: float = 3e-3
+    blur: float = 1.2             # augmentation, as the attribute oracle's
+    noise: float = 0.08
+    shift: int = 2
+    seed: int = 0
+
+
+class StyleClassifier(nn.Module):
+    """Conv stages (GroupNorm) -> mean+max pooled feature -> 2 logits (cartoon, photo)."""
+
+    def __init__(self, cfg: StyleConfig):
+        super().__init__()
+        self.cfg, w = cfg, cfg.width
+        chans, layers = [3, w, 2 * w, 4 * w], []
+        for i in range(3):
+            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, padding=1), nn.GroupNorm(8, chans[i + 1]), nn.GELU()]
+            if i < 2:
+                layers.append(nn.AvgPool2d(2))
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(8 * w, len(STYLES))
+        self.accuracy: float | None = None    # held-out accuracy on real val renders of both styles
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(x * 2 - 1)                                  # x (B, 3, r, r) in [0, 1]
+        return self.head(torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1))   # (B, 2)
+
+
+def fit_classifier(cartoon: torch.Tensor, photo: torch.Tensor, cfg: StyleConfig, out_dir: Path, key: dict,
+                   progress: bool = False) -> tuple[StyleClassifier, train.FitResult]:
+    """Train on uint8 renders of both styles (N, 3, H, W each) with ``train.fit`` (cached by ``key``)."""
+    model = StyleClassifier(cfg)
+    x = torch.cat([cartoon, photo])
+    y = torch.cat([torch.zeros(len(cartoon)), torch.ones(len(photo))]).long()
+
+    def loss_fn(m: StyleClassifier, batch: dict) -> torch.Tensor:
+        dev = next(m.parameters()).device
+        logits = m(augment(to_input(batch["x"], cfg.resolution), cfg).to(dev))
+        return F.cross_entropy(logits.float(), batch["y"].to(dev))
+
+    tcfg = train.TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=min(20, cfg.steps // 10),
+                             seed=cfg.seed, mixed_precision="no", log_every=max(1, cfg.steps // 20))
+    fit = train.fit(model, loss_fn, {"x": x, "y": y}, tcfg, out_dir, {"style": asdict(cfg), **key}, progress=progress)
+    return model.eval().requires_grad_(False), fit
+
+
+@torch.no_grad()
+def photo_probability(model: StyleClassifier, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """uint8 images (N, 3, H, W) -> P(photo) (N,)."""
+    model.eval()
+    dev = next(model.parameters()).device
+    return torch.cat([model(to_input(images[i:i + batch_size], model.cfg.resolution).to(dev)).softmax(-1)[:, 1].cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+def style_share(model: StyleClassifier, images: torch.Tensor, style: str = "photo") -> float:
+    """Share of ``images`` the classifier puts in ``style``."""
+    p = photo_probability(model, images) >= 0.5
+    return float((p if style == "photo" else ~p).float().mean())
+
+
+def heldout_accuracy(model: StyleClassifier, cartoon: torch.Tensor, photo: torch.Tensor) -> float:
+    """Balanced accuracy on real renders of both styles."""
+    return 0.5 * (style_share(model, cartoon, "cartoon") + style_share(model, photo, "photo"))
+
+
+def classifier(profile: str, resolution: int, progress: bool = False) -> StyleClassifier:
+    """The style classifier of ``profile`` at ``resolution``: trained on the train split's renders in both
+    styles (same scenes), cached in ``runs/<profile>/style/``; ``.accuracy`` = balanced val accuracy."""
+    from .. import data as mdata
+    from .. import profiles
+    from ..data import world
+    from ..paths import run_dir
+    d = profiles.get(profile).data
+    if d.source != "world8k":
+        raise ValueError(f"profile {profile!r}: the style classifier needs world8k renders in both styles")
+    split = mdata.load(profile)
+    folders = {s: world.ensure(n_images=d.n_images, size=d.image_size, seed=d.seed, style=s) for s in STYLES}
+
+    def renders(items):
+        names = [n for n, _ in items]
+        return [mdata.images(folders[s], names, resolution) for s in STYLES]
+
+    cfg = StyleConfig(resolution=resolution)
+    sec = profiles.get(profile).sd_lora.get("style", {})
+    cfg = StyleConfig(**{**asdict(cfg), **{k: v for k, v in dict(sec).items() if k in asdict(cfg)}})
+    model, _ = fit_classifier(*renders(split.train), cfg, run_dir(profile, "style"),
+                              {"data": [str(f) for f in folders.values()], "n": len(split.train)}, progress)
+    model.accuracy = heldout_accuracy(model, *renders(split.val))
+    return model

@@ -1,0 +1,635 @@
+"""LoRA fine-tuning of an SDXL-architecture pipeline: the study's section 2.1 ("Lora 微调 Stable Diffusion").
+
+The study fine-tuned ``stabilityai/stable-diffusion-xl-base-1.0`` with diffusers'
+``examples/text_to_image/train_text_to_image_lora_sdxl.py`` (rank 128, 512 px, batch 16, 1000 steps,
+lr 1e-4 cosine) on the first 7,000 Flickr8k images with their first captions, and saw the style move
+from cartoon-like to photographic (its Figure 5). This module runs the same experiment with the same
+diffusers/peft objects at two scales:
+
+- ``paper``: the real SDXL-base-1.0 by name (``load_pipeline``), the script's recipe (profile ``sd_lora``).
+- ``smoke``/``cpu``: no SDXL weights exist offline, so a *tiny* SDXL-architecture
+  ``StableDiffusionXLPipeline`` is built here: two CLIP text encoders (``CLIPTextModel`` +
+  ``CLIPTextModelWithProjection``, penultimate hidden states concatenated, pooled projection of the
+  second), an ``AutoencoderKL`` (factor 2: 32 px -> 16×16×4 latents), a ``UNet2DConditionModel`` with
+  ``addition_embed_type="text_time"`` (SDXL micro-conditioning on original size / crop / target size,
+  Podell et al. 2023, https://arxiv.org/abs/2307.01952, sec. 2.2). Its "prior" is pretrained here on
+  the world's **cartoon** renders (``pretrain_base``, cached), then LoRA adapts it to the **photo** renders.
+
+LoRA (Hu et al. 2021, https://arxiv.org/abs/2106.09685): a frozen weight ``W`` becomes
+``W + (alpha / r) B A`` with ``A`` (r × d_in), ``B`` (d_out × r), ``B = 0`` at the start (so the adapted
+model starts exactly at the base); only ``A, B`` of ``to_q, to_k, to_v, to_out.0`` train.
+Training objective (both stages): ``|| eps - eps_theta(z_t, t, c, time_ids) ||^2`` with
+``z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps`` (DDPM, https://arxiv.org/abs/2006.11239, eq. 4 and 14),
+SDXL's scaled-linear betas, ``z_0 = scaling_factor * E(x)``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import ckpt, train
+from ..device import autocast
+
+HUB_NAME = "stabilityai/stable-diffusion-xl-base-1.0"
+LORA_FILE = "pytorch_lora_weights.safetensors"   # diffusers' save_lora_weights name
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                 timestep_spacing="leading", steps_offset=1, prediction_type="epsilon")  # SDXL-base's scheduler
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass
+class TinySDXLConfig:
+    """Sizes of the tiny SDXL-architecture pipeline (``cpu``/``smoke``)."""
+    image_size: int = 32
+    vae_channels: tuple[int, ...] = (32, 64)           # len 2: one downsampling, 32 px -> 16×16 latents
+    latent_channels: int = 4
+    unet_channels: tuple[int, ...] = (64, 128, 128)    # latent 16×16, 8×8, 4×4
+    down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+    up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+    layers_per_block: int = 1
+    head_dim: int = 32                                 # channels per attention head
+    text_width: int = 64                               # hidden size of each text encoder
+    text_layers: int = 3                               # SDXL reads the penultimate layer, so >= 2
+    projection_dim: int = 64                           # pooled text embedding (text_encoder_2)
+    time_embed_dim: int = 16                           # addition_time_embed_dim (SDXL: 256)
+    norm_num_groups: int = 32
+    seed: int = 0
+
+    @property
+    def latent_size(self) -> int:
+        return self.image_size // 2 ** (len(self.vae_channels) - 1)
+
+
+@dataclass
+class StageConfig:
+    """One training stage (VAE, base diffusion or LoRA) run through ``train.fit``."""
+    steps: int
+    batch_size: int
+    lr: float
+    warmup: int = 0
+    schedule: str = "cosine"
+    grad_clip: float | None = 1.0
+    ckpt_every: int = 0
+    seed: int = 0
+    mixed_precision: str = "auto"
+    caption_dropout: float = 0.0       # share of captions replaced by SDXL's zero embedding (for CFG)
+    flip: float = 0.5                  # random horizontal flip probability (the script's --random_flip)
+    kl_weight: float = 1e-6            # VAE stage only (LDM's KL-reg weight)
+
+    def train_config(self, log_every: int = 10) -> train.TrainConfig:
+        return train.TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup=self.warmup,
+                                 schedule=self.schedule, grad_clip=self.grad_clip, ckpt_every=self.ckpt_every,
+                                 seed=self.seed, mixed_precision=self.mixed_precision, weight_decay=0.01,
+                                 log_every=max(1, min(log_every, self.steps // 20)))
+
+
+@dataclass
+class LoraSettings:
+    rank: int = 8
+    alpha: int | None = None           # None: = rank (the script's lora_alpha=rank)
+    targets: tuple[str, ...] = LORA_TARGETS
+
+    def peft_config(self):
+        from peft import LoraConfig
+        return LoraConfig(r=self.rank, lora_alpha=self.alpha or self.rank, init_lora_weights="gaussian",
+                          target_modules=list(self.targets))
+
+
+def section_config(section, name: str, cls):
+    """Dataclass ``cls`` from ``section[name]`` (a dict in the profile), lists -> tuples."""
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(section.get(name, {})).items()
+          if k in cls.__dataclass_fields__}
+    return cls(**kw)
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+
+def build_tiny_pipeline(cfg: TinySDXLConfig, profile: str = "cpu"):
+    """A randomly initialised ``StableDiffusionXLPipeline`` with SDXL's component types, tiny sizes."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from ..pretrained import hf_clip_tokenizer
+
+    torch.manual_seed(cfg.seed)
+    tok = hf_clip_tokenizer(profile, model_max_length=77)
+    text = dict(vocab_size=len(tok), hidden_size=cfg.text_width, intermediate_size=4 * cfg.text_width,
+                num_hidden_layers=cfg.text_layers, num_attention_heads=max(1, cfg.text_width // cfg.head_dim),
+                max_position_embeddings=77, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id, projection_dim=cfg.projection_dim)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text, hidden_act="quick_gelu"))       # SDXL: CLIP ViT-L
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text, hidden_act="gelu"))  # SDXL: OpenCLIP bigG
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=cfg.latent_channels,
+                        down_block_types=("DownEncoderBlock2D",) * len(cfg.vae_channels),
+                        up_block_types=("UpDecoderBlock2D",) * len(cfg.vae_channels),
+                        block_out_channels=tuple(cfg.vae_channels), layers_per_block=1,
+                        norm_num_groups=min(cfg.norm_num_groups, cfg.vae_channels[0]), sample_size=cfg.image_size)
+    unet = UNet2DConditionModel(
+        sample_size=cfg.latent_size, in_channels=cfg.latent_channels, out_channels=cfg.latent_channels,
+        block_out_channels=tuple(cfg.unet_channels), layers_per_block=cfg.layers_per_block,
+        down_block_types=tuple(cfg.down_block_types), up_block_types=tuple(cfg.up_block_types),
+        attention_head_dim=tuple(max(1, c // cfg.head_dim) for c in cfg.unet_channels),  # legacy name: heads
+        use_linear_projection=True, cross_attention_dim=2 * cfg.text_width,             # concat of both encoders
+        addition_embed_type="text_time", addition_time_embed_dim=cfg.time_embed_dim,
+        projection_class_embeddings_input_dim=6 * cfg.time_embed_dim + cfg.projection_dim,
+        norm_num_groups=cfg.norm_num_groups)
+    for m in (text_encoder, text_encoder_2, vae, unet):   # frozen like a loaded pipeline; stages unfreeze
+        m.requires_grad_(False).eval()
+    return StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tok, tokenizer_2=hf_clip_tokenizer(profile, model_max_length=77),
+                                     unet=unet, scheduler=EulerDiscreteScheduler(**SCHEDULER),
+                                     add_watermarker=False)
+
+
+def load_pipeline(profile: str, path: str | os.PathLike | None = None, dtype: torch.dtype | None = None):
+    """``StableDiffusionXLPipeline.from_pretrained``: ``path`` (a ``save_pretrained`` folder) or, in
+    ``paper``, ``$MMLIB_WEIGHTS_DIR/stabilityai/stable-diffusion-xl-base-1.0`` or the hub name.
+
+    Tokenizers come back with ``model_max_length=77`` whatever the folder says (else the pipeline
+    overflows the 77 position embeddings)."""
+    from diffusers import StableDiffusionXLPipeline
+    from ..pretrained import go_offline, is_offline
+    if path is None:
+        if is_offline(profile):
+            raise ValueError(f"profile {profile!r} has no SDXL weights offline: build_tiny_pipeline / pretrain_base")
+        local = Path(os.environ.get("MMLIB_WEIGHTS_DIR", "/nonexistent")) / HUB_NAME
+        path = str(local) if local.exists() else HUB_NAME
+    elif is_offline(profile):
+        go_offline()
+    kw = {"torch_dtype": dtype} if dtype is not None else {}
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(path), add_watermarker=False, **kw)
+    for tok in (pipe.tokenizer, pipe.tokenizer_2):
+        tok.model_max_length = 77
+    return pipe
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ----------------------------------------------------------------------------- conditioning
+
+
+def tokenize(pipe, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both tokenizers, padded/truncated to 77 as the pipeline does: two LongTensors (N, 77)."""
+    def ids(tok):
+        return tok(list(captions), padding="max_length", max_length=tok.model_max_length, truncation=True,
+                   return_tensors="pt").input_ids
+    return ids(pipe.tokenizer), ids(pipe.tokenizer_2)
+
+
+def encode_prompt(text_encoder: nn.Module, text_encoder_2: nn.Module, ids: torch.Tensor, ids_2: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """SDXL's text conditioning, as ``StableDiffusionXLPipeline.encode_prompt`` computes it (no mask):
+    penultimate hidden states of both encoders concatenated (B, 77, d1 + d2), and the pooled projection
+    of the second (B, p)."""
+    h1 = text_encoder(ids, output_hidden_states=True).hidden_states[-2]            # (B, 77, d1)
+    out2 = text_encoder_2(ids_2, output_hidden_states=True)
+    return torch.cat([h1, out2.hidden_states[-2]], -1), out2.text_embeds          # (B, 77, d1+d2), (B, p)
+
+
+def time_ids(original: tuple[int, int], crop: tuple[int, int], target: tuple[int, int]) -> torch.Tensor:
+    """SDXL micro-conditioning vector (6,): original (h, w), crop top-left (top, left), target (h, w)."""
+    return torch.tensor([*original, *crop, *target], dtype=torch.float32)
+
+
+class Denoiser(nn.Module):
+    """``eps_theta(z_t, t, caption, time_ids)``: both text encoders + the UNet, the part ``train.fit`` trains
+    (all of it in base pretraining; only the UNet's LoRA matrices in fine-tuning)."""
+
+    def __init__(self, pipe):
+        super().__init__()
+        self.unet, self.text_encoder, self.text_encoder_2 = pipe.unet, pipe.text_encoder, pipe.text_encoder_2
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, ids_2: torch.Tensor,
+                tids: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        # z (B, 4, h, w), t (B,), ids/ids_2 (B, 77), tids (B, 6), keep (B,) bool: False -> unconditional
+        emb, pooled = encode_prompt(self.text_encoder, self.text_encoder_2, ids, ids_2)
+        if keep is not None:  # SDXL's unconditional input is all-zero embeddings (force_zeros_for_empty_prompt)
+            emb = emb * keep[:, None, None].to(emb.dtype)
+            pooled = pooled * keep[:, None].to(pooled.dtype)
+        return self.unet(z, t, encoder_hidden_states=emb,
+                         added_cond_kwargs={"text_embeds": pooled, "time_ids": tids}).sample
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def to_model_range(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float in [-1, 1]."""
+    return x.float() / 127.5 - 1.0
+
+
+@torch.no_grad()
+def encode_latents(vae, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N, 3, H, W) -> scaled posterior mean and std (N, C, h, w) each, in ``vae``'s dtype."""
+    vae.eval()
+    dev = next(vae.parameters()).device
+    means, stds = [], []
+    for i in range(0, len(images), batch_size):
+        x = to_model_range(images[i:i + batch_size]).to(dev, next(vae.parameters()).dtype)
+        dist = vae.encode(x).latent_dist
+        means.append(dist.mean.float().cpu()), stds.append(dist.std.float().cpu())
+    s = vae.config.scaling_factor
+    return torch.cat(means) * s, torch.cat(stds) * s
+
+
+def training_data(pipe, images: torch.Tensor, captions: Sequence[Sequence[str]], tids: torch.Tensor,
+                  batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """Everything ``diffusion_loss`` needs, precomputed once (the VAE is frozen in both diffusion stages):
+    latents of the image and of its mirror image (the random flip), token ids of ``k`` captions per image.
+
+    images uint8 (N, 3, H, W); captions N lists (k = the shortest length is kept); tids (N, 6) or (6,).
+    """
+    k = min(len(c) for c in captions)
+    flat = [c for caps in captions for c in list(caps)[:k]]
+    ids, ids_2 = tokenize(pipe, flat)
+    mu, sd = encode_latents(pipe.vae, images, batch_size)
+    mu_f, sd_f = encode_latents(pipe.vae, images.flip(-1), batch_size)
+    n = len(images)
+    tids = tids.expand(n, 6) if tids.dim() == 1 else tids
+    return {"mu": mu, "sd": sd, "mu_flip": mu_f, "sd_flip": sd_f, "tids": tids.float().contiguous(),
+            "ids": ids.view(n, k, -1), "ids_2": ids_2.view(n, k, -1)}
+
+
+def noise_scheduler():
+    from diffusers import DDPMScheduler
+    return DDPMScheduler(**{k: v for k, v in SCHEDULER.items() if k != "timestep_spacing"})
+
+
+def diffusion_loss(stage: StageConfig):
+    """``loss_fn(model: Denoiser, batch)`` for ``train.fit``: eps-MSE (DDPM eq. 14) on SDXL latents.
+
+    Per sample: one of its captions, a random flip (latents of the mirrored image), a posterior sample
+    ``z_0 = mu + sd * n``, caption dropout to zero embeddings. All draws use the global torch RNG,
+    which ``train.fit`` checkpoints, so a resumed run is exact.
+    """
+    sched = noise_scheduler()
+
+    def loss_fn(model: Denoiser, batch: dict) -> torch.Tensor:
+        dev = next(model.parameters()).device
+        b = batch["mu"].shape[0]
+        flip = (torch.rand(b) < stage.flip)[:, None, None, None]
+        mu = torch.where(flip, batch["mu_flip"], batch["mu"])
+        sd = torch.where(flip, batch["sd_flip"], batch["sd"])
+        z0 = mu + sd * torch.randn_like(mu)                                   # (B, 4, h, w)
+        pick = torch.randint(0, batch["ids"].shape[1], (b,))
+        ids, ids_2 = batch["ids"][torch.arange(b), pick], batch["ids_2"][torch.arange(b), pick]
+        keep = torch.rand(b) >= stage.caption_dropout
+        noise = torch.randn_like(z0)
+        t = torch.randint(0, sched.config.num_train_timesteps, (b,))
+        zt = sched.add_noise(z0, noise, t)                                    # eq. 4
+        pred = model(zt.to(dev), t.to(dev), ids.to(dev), ids_2.to(dev), batch["tids"].to(dev), keep.to(dev))
+        return F.mse_loss(pred.float(), noise.to(dev))                        # eq. 14
+    return loss_fn
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+class _VAE(nn.Module):
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+
+def vae_loss(stage: StageConfig):
+    """Reconstruction (L1 + L2) + ``kl_weight`` · KL(q(z|x) || N(0, I)) (LDM's KL-regularised autoencoder,
+    without the perceptual and adversarial terms), on randomly flipped images."""
+    def loss_fn(model: _VAE, batch: dict) -> tuple[torch.Tensor, dict]:
+        x = to_model_range(batch["x"])
+        x = torch.where((torch.rand(len(x)) < stage.flip)[:, None, None, None], x.flip(-1), x)
+        x = x.to(next(model.parameters()).device)
+        dist = model.vae.encode(x).latent_dist
+        rec = model.vae.decode(dist.sample()).sample.float()
+        l_rec = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+        kl = dist.kl().mean() / x[0].numel()
+        return l_rec + stage.kl_weight * kl, {"rec": float(l_rec), "kl": float(kl)}
+    return loss_fn
+
+
+def fit_vae(pipe, images: torch.Tensor, stage: StageConfig, out_dir: Path, key: dict, progress: bool = False
+            ) -> train.FitResult:
+    """Train the pipeline's ``AutoencoderKL`` on uint8 ``images``, then set ``scaling_factor`` = 1 / std
+    of the latents (SD's 0.18215 and SDXL's 0.13025 were chosen the same way)."""
+    pipe.vae.requires_grad_(True)
+    fit = train.fit(_VAE(pipe.vae), vae_loss(stage), {"x": images}, stage.train_config(), out_dir,
+                    {"stage": "vae", **key}, progress=progress)
+    pipe.vae.requires_grad_(False).eval()
+    pipe.vae.register_to_config(scaling_factor=1.0)
+    mu, _ = encode_latents(pipe.vae, images[:512])
+    pipe.vae.register_to_config(scaling_factor=float(1 / mu.std()))
+    return fit
+
+
+def fit_diffusion(pipe, data: dict, stage: StageConfig, out_dir: Path, key: dict, progress: bool = False
+                  ) -> train.FitResult:
+    """Train the parts of UNet + text encoders that require grad (set by the caller) on ``data``."""
+    return train.fit(Denoiser(pipe), diffusion_loss(stage), data, stage.train_config(), out_dir, key,
+                     progress=progress)
+
+
+def add_lora(unet, lora: LoraSettings) -> list[str]:
+    """Freeze the UNet and attach a peft LoRA adapter on its attention projections (as the script does);
+    returns the names of the trainable (LoRA) parameters."""
+    unet.requires_grad_(False)
+    unet.add_adapter(lora.peft_config())
+    for n, p in unet.named_parameters():
+        p.requires_grad_("lora_" in n)
+    return [n for n, p in unet.named_parameters() if p.requires_grad]
+
+
+def lora_state(unet) -> dict[str, torch.Tensor]:
+    """The adapter's weights only, in diffusers' key format (``get_peft_model_state_dict``)."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+    return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+
+
+def save_lora(unet, folder: Path) -> Path:
+    """``folder/pytorch_lora_weights.safetensors`` with only the LoRA matrices (``save_lora_weights``)."""
+    from diffusers import StableDiffusionXLPipeline
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    StableDiffusionXLPipeline.save_lora_weights(str(folder), unet_lora_layers=lora_state(unet),
+                                                safe_serialization=True)
+    return folder / LORA_FILE
+
+
+def load_lora(pipe, path: Path, name: str = "photo") -> None:
+    """Load a saved adapter into ``pipe`` (peft backend) under ``name``; scale it with ``set_lora_scale``,
+    remove it with ``pipe.unload_lora_weights()``."""
+    path = Path(path)
+    pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+
+
+def set_lora_scale(pipe, scale: float, name: str = "photo") -> None:
+    """Weight of adapter ``name`` (0 = the base model, 1 = as trained)."""
+    pipe.set_adapters([name], adapter_weights=[scale])
+
+
+def disk_size(path: Path) -> int:
+    """Bytes of a file or of all files under a folder."""
+    path = Path(path)
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+@dataclass
+class SampleSettings:
+    steps: int = 25                     # Euler steps (the study: 100)
+    guidance: float = 5.0               # CFG scale (SDXL's default)
+    batch_size: int = 64
+    original_size: int | None = None    # SDXL's original-size condition; None: the output size
+
+
+def initial_latents(pipe, n: int, seed: int, size: int | None = None) -> torch.Tensor:
+    """(n, C, h, w) starting noise from its own generator, so base and LoRA start from the same noise."""
+    size = size or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    h = size // pipe.vae_scale_factor
+    return torch.randn(n, pipe.unet.config.in_channels, h, h, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def generate(pipe, prompts: Sequence[str], sample: SampleSettings = SampleSettings(), seed: int = 0,
+             lora_scale: float | None = None, size: int | None = None, progress: bool = False) -> torch.Tensor:
+    """One image per prompt through ``StableDiffusionXLPipeline.__call__``: uint8 (N, 3, H, W).
+
+    Noise is drawn up front from ``seed`` (independent of batching); ``lora_scale`` scales every loaded
+    adapter via ``cross_attention_kwargs={"scale": s}`` (None: as set)."""
+    size = size or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    lat = initial_latents(pipe, len(prompts), seed, size)
+    dev = pipe.unet.device
+    orig = (sample.original_size or size,) * 2
+    pipe.set_progress_bar_config(disable=not progress)
+    kw = {"cross_attention_kwargs": {"scale": lora_scale}} if lora_scale is not None else {}
+    out = []
+    for i in range(0, len(prompts), sample.batch_size):
+        with autocast(dev):
+            img = pipe(prompt=list(prompts[i:i + sample.batch_size]), num_inference_steps=sample.steps,
+                       guidance_scale=sample.guidance, height=size, width=size, original_size=orig,
+                       target_size=(size, size), latents=lat[i:i + sample.batch_size].to(dev, pipe.unet.dtype),
+                       output_type="pt", **kw).images
+        out.append((img.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu())
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------- the experiment
+
+
+@dataclass
+class Experiment:
+    """Everything the ``sd_lora`` profile section sets."""
+    model: TinySDXLConfig = field(default_factory=TinySDXLConfig)
+    vae: StageConfig = field(default_factory=lambda: StageConfig(steps=300, batch_size=64, lr=2e-3))
+    base: StageConfig = field(default_factory=lambda: StageConfig(steps=1000, batch_size=64, lr=1e-3,
+                                                                  caption_dropout=0.1))
+    finetune: StageConfig = field(default_factory=lambda: StageConfig(steps=300, batch_size=16, lr=1e-4))
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    sample: SampleSettings = field(default_factory=SampleSettings)
+    lora_images: float | int = 7000 / 8091   # the first images (file order) LoRA trains on: a count or a share
+    captions_per_image: int = 1              # LoRA data: the first caption of each image (the study)
+    n_prompts: int = 200                     # held-out prompts scored before/after
+    pretrained: str | None = None            # paper: SDXL's hub name (no base pretraining)
+
+
+def experiment(profile: str) -> Experiment:
+    from .. import profiles
+    sec = profiles.get(profile).sd_lora
+    parts = {"model": TinySDXLConfig, "vae": StageConfig, "base": StageConfig, "finetune": StageConfig,
+             "lora": LoraSettings, "sample": SampleSettings}
+    kw = {k: section_config(sec, k, cls) for k, cls in parts.items() if k in sec}
+    kw.update({k: sec[k] for k in ("lora_images", "captions_per_image", "n_prompts", "pretrained") if k in sec})
+    return Experiment(**kw)
+
+
+@dataclass
+class Data:
+    """The study's split for this section: LoRA on the first images (file order) with their first caption,
+    prompts from the rest (held out)."""
+    folder: Path
+    order: list[str]                   # image names in caption-file order
+    captions: dict[str, list[str]]
+    n_lora: int
+
+    @property
+    def lora_names(self) -> list[str]:
+        return self.order[:self.n_lora]
+
+    @property
+    def heldout_names(self) -> list[str]:
+        return self.order[self.n_lora:]
+
+
+def study_data(profile: str, exp: Experiment | None = None) -> Data:
+    from .. import data as mdata
+    from ..data import flickr8k
+    exp = exp or experiment(profile)
+    folder = mdata.folder_for(profile)
+    caps = flickr8k.read_captions(flickr8k.find_layout(folder)[0])
+    order = list(caps)
+    n = exp.lora_images if isinstance(exp.lora_images, int) else round(exp.lora_images * len(order))
+    return Data(folder, order, caps, n)
+
+
+def style_folder(profile: str, style: str) -> Path:
+    """The world8k folder of ``profile``'s data settings rendered in ``style`` (same scenes, names, captions)."""
+    from .. import profiles
+    from ..data import world
+    d = profiles.get(profile).data
+    return world.ensure(n_images=d.n_images, size=d.image_size, seed=d.seed, style=style)
+
+
+def world_time_ids(profile: str, size: int) -> torch.Tensor:
+    """World renders are square, resized from the data size to ``size`` without a crop."""
+    from .. import profiles
+    orig = profiles.get(profile).data.image_size
+    return time_ids((orig, orig), (0, 0), (size, size))
+
+
+def pretrain_base(profile: str, exp: Experiment | None = None, progress: bool = False, retrain: bool = False):
+    """The base pipeline: in ``paper`` SDXL-base-1.0 (``load_pipeline``); else the tiny pipeline trained in
+    two stages on the **cartoon** renders of the study's training split (its prior), saved with
+    ``save_pretrained`` under ``runs/<profile>/08/base-<hash>/`` and reloaded from there on reruns.
+
+    Stage 1: the ``AutoencoderKL`` on cartoon *and* photo renders (a generic autoencoder, as SDXL's VAE
+    reconstructs photos; the prior's style lives in the UNet). Stage 2: UNet + both text encoders on the
+    cartoon latents with all five captions per image. Returns ``(pipe, info)``.
+    """
+    from .. import data as mdata
+    from ..paths import run_dir
+    exp = exp or experiment(profile)
+    if exp.pretrained:
+        return load_pipeline(profile), {"source": exp.pretrained, "cached": True, "seconds": 0.0}
+    d, cfg = study_data(profile, exp), exp.model
+    out = run_dir(profile, "08")
+    key = {"model": asdict(cfg), "vae": asdict(exp.vae), "base": asdict(exp.base),
+           "data": str(style_folder(profile, "cartoon")), "n_train": d.n_lora}
+    folder = out / f"base-{ckpt.config_key(key)}"
+    if (folder / "model_index.json").exists() and not retrain:
+        info = json.loads((folder / "info.json").read_text())
+        return load_pipeline(profile, folder), {**info, "cached": True}
+    pipe = build_tiny_pipeline(cfg, profile)
+    names = d.lora_names
+    cartoon = mdata.images(style_folder(profile, "cartoon"), names, cfg.image_size)     # (N, 3, 32, 32)
+    photo = mdata.images(d.folder, names, cfg.image_size)
+    fv = fit_vae(pipe, torch.cat([cartoon, photo]), exp.vae, out, key, progress)
+    data = training_data(pipe, cartoon, [d.captions[n] for n in names], world_time_ids(profile, cfg.image_size))
+    pipe.text_encoder.requires_grad_(True), pipe.text_encoder_2.requires_grad_(True), pipe.unet.requires_grad_(True)
+    fb = fit_diffusion(pipe, data, exp.base, out, {"stage": "base", "vae": fv.train_dir.name, **key}, progress)
+    for m in (pipe.unet, pipe.text_encoder, pipe.text_encoder_2, pipe.vae):
+        m.requires_grad_(False).eval()
+    info = {"source": "tiny SDXL pretrained on cartoon renders", "key": folder.name, "vae_seconds": fv.seconds,
+            "base_seconds": fb.seconds, "seconds": fv.seconds + fb.seconds,
+            "vae_loss": fv.history[-1]["loss"] if fv.history else None,
+            "base_loss": fb.history[-1]["loss"] if fb.history else None,
+            "scaling_factor": pipe.vae.config.scaling_factor, "n_images": len(names),
+            "params": {"unet": n_params(pipe.unet), "vae": n_params(pipe.vae),
+                       "text_encoder": n_params(pipe.text_encoder), "text_encoder_2": n_params(pipe.text_encoder_2)},
+            "history": {"vae": fv.history, "base": fb.history}}
+    pipe.save_pretrained(str(folder))
+    (folder / "info.json").write_text(json.dumps(info))
+    return pipe, {**info, "cached": False}
+
+
+def lora_data(profile: str, pipe, exp: Experiment | None = None) -> dict[str, torch.Tensor]:
+    """Photo latents of the LoRA split (first ``n_lora`` images, their first caption(s)); in ``paper`` the
+    real images centre-cropped to the script's resolution, with their true size/crop time ids."""
+    from .. import data as mdata
+    exp = exp or experiment(profile)
+    d = study_data(profile, exp)
+    size = exp.model.image_size
+    names = d.lora_names
+    images = mdata.images(d.folder, names, size)
+    tids = world_time_ids(profile, size) if not exp.pretrained else paper_time_ids(d.folder, names, size)
+    caps = [d.captions[n][:exp.captions_per_image] for n in names]
+    return training_data(pipe, images, caps, tids, batch_size=exp.sample.batch_size)
+
+
+def paper_time_ids(folder: Path, names: Sequence[str], size: int) -> torch.Tensor:
+    """(N, 6) time ids as the script computes them: original (h, w), centre-crop top-left after resizing
+    the short side to ``size``, target (size, size)."""
+    from PIL import Image
+    from .. import data as mdata
+    src, rows = mdata.image_dir(folder), []
+    for n in names:
+        with Image.open(src / n) as im:
+            w, h = im.size
+        s = size / min(w, h)
+        top, left = max(0, round((h * s - size) / 2)), max(0, round((w * s - size) / 2))
+        rows.append(time_ids((h, w), (top, left), (size, size)))
+    return torch.stack(rows)
+
+
+def finetune_lora(profile: str, pipe, base_info: dict, exp: Experiment | None = None, progress: bool = False):
+    """Attach LoRA to ``pipe.unet`` (base frozen), train it with ``train.fit`` on the photo split and save
+    only the adapter. Returns ``(path of the .safetensors, FitResult)``. The checkpoint of ``train.fit``
+    holds the LoRA matrices + optimizer state only (only they require grad)."""
+    from ..paths import run_dir
+    from ..device import device
+    exp = exp or experiment(profile)
+    pipe.to(device())
+    for m in (pipe.unet, pipe.text_encoder, pipe.text_encoder_2, pipe.vae):
+        m.requires_grad_(False)
+    data = lora_data(profile, pipe, exp)
+    add_lora(pipe.unet, exp.lora)
+    key = {"stage": "lora", "lora": asdict(exp.lora), "base": base_info.get("source"),
+           "base_key": base_info.get("key"), "n": int(data["mu"].shape[0])}
+    fit = fit_diffusion(pipe, data, exp.finetune, run_dir(profile, "08"), key, progress)
+    pipe.unet.eval()
+    return save_lora(pipe.unet, fit.train_dir / "lora"), fit
+
+
+def heldout_prompts(profile: str, n: int, exp: Experiment | None = None):
+    """``n`` prompts of the shared T2I evaluation (``t2i.heldout_prompts``) restricted to images LoRA never
+    saw (the val split overlaps the study's first-7,000 LoRA images in its first ~8 %)."""
+    from ..eval import t2i
+    d = study_data(profile, exp)
+    held = set(d.heldout_names)
+    p = t2i.heldout_prompts(profile, n=10 ** 9)   # every val image, captions cycling the five annotators
+    keep = [i for i, im in enumerate(p.images) if im in held]
+    keep = [keep[j] for j in np.linspace(0, len(keep) - 1, min(n, len(keep))).round().astype(int)]
+    return t2i.Prompts([p.images[i] for i in keep], [p.captions[i] for i in keep], [p.stated[i] for i in keep],
+                       p.folder)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def image_grid(columns: dict[str, torch.Tensor], row_titles: Sequence[str] | None = None, scale: float = 1.2):
+    """Matplotlib figure: one column per entry of ``columns`` (uint8 (N, 3, H, W) each), one row per image."""
+    import matplotlib.pyplot as plt
+    names = list(columns)
+    n = len(next(iter(columns.values())))
+    fig, axes = plt.subplots(n, len(names), figsize=(scale * len(names) + (2.6 if row_titles else 0), scale * n),
+                             squeeze=False)
+    for j, name in enumerate(names):
+        for i in range(n):
+            ax = axes[i, j]
+            ax.imshow(columns[name][i].permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=8)
+            if j == 0 and row_titles:
+                ax.set_ylabel("\n".join(_wrap(row_titles[i], 28)), fontsize=6, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    return fig
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+    return textwrap.wrap(text, width)[:3]
