@@ -112,12 +112,16 @@ def check(profile: str) -> list[dict[str, str]]:
     return rows
 
 
+def save(profile: str) -> list[dict[str, str]]:
+    rows = check(profile)
+    results.save_table(profile, "claims", rows, note=f"profile {profile}; verdicts computed from saved results")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="cpu")
-    args = ap.parse_args()
-    rows = check(args.profile)
-    results.save_table(args.profile, "claims", rows, note=f"profile {args.profile}; verdicts computed from saved results")
+    rows = save(ap.parse_args().profile)
     for r in rows:
         print(f"{r['§']:>10}  {r['verdict']:<28} {r[CLAIM_COL]}: {r['ours']}")
 

@@ -26,28 +26,207 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
                       image_size=224, real_ceiling=False),
     },
     # 02 — frozen ImageNet CNN grid + cross-attention Transformer decoder (filled by issue 3)
-    "caption_cnn": {"smoke": {}, "cpu": {}, "paper": {}},
+    # decoder: n_layer/n_head/n_embd/d_ff/dropout; image_size: encoder input (cpu: the world's 128 px
+    # -> 4×4 grid; 224 px would give 7×7 at 3.2× the encoding cost); steps × batch_size of train.fit
+    "caption_cnn": {
+        "smoke": dict(image_size=64, n_layer=1, n_head=2, n_embd=32, d_ff=64, dropout=0.0, steps=30,
+                      batch_size=32, lr=3e-3, warmup=5, max_len=32, beam=3, all_captions=False),
+        "cpu": dict(image_size=128, n_layer=3, n_head=4, n_embd=256, d_ff=1024, dropout=0.1, steps=600,
+                    batch_size=64, lr=1e-3, warmup=50, max_len=32, beam=3, all_captions=False),
+        "paper": dict(image_size=224, n_layer=6, n_head=8, n_embd=512, d_ff=2048, dropout=0.1, steps=4000,
+                      batch_size=64, lr=3e-4, warmup=200, max_len=32, beam=3, all_captions=False),
+    },
     # 03 — CLIP (pretrained here in cpu) + the same decoder (issue 3)
-    "caption_clip": {"smoke": {}, "cpu": {}, "paper": {}},
+    # same decoder as caption_cnn; clip: the small open_clip model pretrained here (smoke/cpu) or the
+    # hub model (paper: open_clip ViT-B-32, pretrained="openai")
+    "caption_clip": {
+        "smoke": dict(image_size=64, n_layer=1, n_head=2, n_embd=32, d_ff=64, dropout=0.0, steps=30,
+                      batch_size=32, lr=3e-3, warmup=5, max_len=32, beam=3, all_captions=False,
+                      clip=dict(image_size=64, patch_size=16, vision_width=64, vision_layers=1, text_width=64,
+                                text_layers=1, heads=2, embed_dim=32, context_length=32, steps=20,
+                                batch_size=32, lr=1e-3, warmup=2)),
+        "cpu": dict(image_size=128, n_layer=3, n_head=4, n_embd=256, d_ff=1024, dropout=0.1, steps=600,
+                    batch_size=64, lr=1e-3, warmup=50, max_len=32, beam=3, all_captions=False,
+                    # measured 0.48 CPU-s per 64 pairs (1 thread); 16-px patches / width 192 / 4 layers cost 2.0 s
+                    clip=dict(image_size=128, patch_size=32, vision_width=128, vision_layers=3, text_width=128,
+                              text_layers=3, heads=2, embed_dim=128, context_length=24, steps=200,
+                              batch_size=128, lr=2e-3, warmup=20)),
+        "paper": dict(image_size=224, n_layer=6, n_head=8, n_embd=512, d_ff=2048, dropout=0.1, steps=4000,
+                      batch_size=64, lr=3e-4, warmup=200, max_len=32, beam=3, all_captions=False,
+                      clip=dict(model_name="ViT-B-32", pretrained="openai", image_size=224, context_length=77)),
+    },
     # 04 — Q-former from scratch, captions through its [DEC] text branch (issue 4)
-    "qformer": {"smoke": {}, "cpu": {}, "paper": {}},
+    "qformer": {
+        "smoke": dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, num_queries=4,
+                      cross_attention_freq=2, embed_dim=32, max_text_len=20, dropout=0.1, init="scratch",
+                      vocab_subset=True, captions_per_image=1, steps=12, batch_size=8, lr=1e-3, warmup=2,
+                      weight_decay=0.05, seed=0, log_every=2, beam=2, max_len=16, n_val=24, n_figure=6),
+        # small BERT (4×128) from scratch, 8 queries over the 03 CLIP's tokens. One step = 3 passes
+        # (ITC, ITM on 3B pairs, ITG): ≈1 CPU-second per batch of 32 in fp32 on an AVX2 core (measured)
+        "cpu": dict(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, num_queries=8,
+                    cross_attention_freq=2, embed_dim=128, max_text_len=24, dropout=0.1, init="scratch",
+                    vocab_subset=True, captions_per_image=1, steps=600, batch_size=32, lr=1e-3, warmup=60,
+                    weight_decay=0.05, seed=0, log_every=10, beam=3, max_len=22, n_val=None, n_figure=6),
+        # BLIP-2 sizes: BERT-base layers, 32 queries over EVA ViT-g/14; "trained from scratch" (the study's row 3)
+        "paper": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, num_queries=32,
+                      cross_attention_freq=2, embed_dim=256, max_text_len=32, dropout=0.1, init="scratch",
+                      vocab_subset=False, captions_per_image=1, steps=10000, batch_size=64, lr=1e-4,
+                      warmup=1000, weight_decay=0.05, seed=0, log_every=50, beam=3, max_len=30, n_val=None,
+                      n_figure=6),
+    },
     # 05 — Q-former + frozen causal LLM with a prompt (issue 4)
-    "qformer_llm": {"smoke": {}, "cpu": {}, "paper": {}},
+    "qformer_llm": {
+        # smoke: a tiny random Llama (word-level tokenizer over the captions) saved locally stands in
+        "smoke": dict(qformer="04", llm="tiny", max_caption_tokens=20, steps=8, batch_size=8, lr=1e-3, warmup=2,
+                      weight_decay=0.05, seed=0, log_every=2, num_beams=2, max_new_tokens=16,
+                      repetition_penalty=1.2, n_val=16, n_figure=6),
+        # cpu: stage-1 Q-former from 04 + frozen SmolLM2-135M-Instruct (fwd+bwd of a batch of 16: ≈0.8 s
+        # in bf16 autocast with AMX, ≈1.1 s in fp32)
+        "cpu": dict(qformer="04", llm="causal_lm", max_caption_tokens=20, steps=300, batch_size=16, lr=1e-3,
+                    warmup=30, weight_decay=0.05, seed=0, log_every=10, num_beams=3, max_new_tokens=20,
+                    repetition_penalty=1.2, n_val=None, n_figure=6),
+        # paper: Salesforce's pretrained BLIP-2 Q-former + frozen TinyLlama-1.1B-Chat
+        "paper": dict(qformer="Salesforce/blip2-opt-2.7b", llm="causal_lm", max_caption_tokens=32, steps=5000,
+                      batch_size=32, lr=1e-4, warmup=500, weight_decay=0.05, seed=0, log_every=50, num_beams=5,
+                      max_new_tokens=30, repetition_penalty=1.2, n_val=None, n_figure=6),
+    },
     # shared text-to-image evaluation: attribute oracle, fidelity, Fréchet distance (issue 5)
     # (oracle = small CNN per judged resolution; paper has no scene records, so no oracle there)
     "t2i_eval": {
         "smoke": dict(width=8, steps=30, batch_size=32, lr=3e-3, n_prompts=16),
-        "cpu": dict(width=32, steps=400, batch_size=128, lr=3e-3, n_prompts=200),
-        "paper": dict(width=32, steps=400, batch_size=128, lr=3e-3, n_prompts=200),
+        "cpu": dict(width=16, steps=600, batch_size=64, lr=3e-3, n_prompts=200),
+        "paper": dict(width=16, steps=600, batch_size=64, lr=3e-3, n_prompts=200),
     },
     # 06 — pixel-space diffusion, frozen BERT-family text encoder (issue 5)
-    "pixel_diffusion": {"smoke": {}, "cpu": {}, "paper": {}},
+    # cpu: seed block types, but cross-attention only at 8x8 + mid (full-resolution attention
+    # dominates on 2 cores; ../shared/MEASURED.md), 32 px, widths (64,128,128); paper: the seed's UNet.
+    "pixel_diffusion": {
+        "smoke": dict(model=dict(image_size=16, block_out_channels=(32, 32, 32), layers_per_block=1,
+                                 norm_num_groups=8, attention_head_dim=16, cross_attention_dim=32,
+                                 text_dim=384, max_tokens=24),
+                      steps=8, batch_size=8, lr=1e-3, warmup=0, ema=0.9, ckpt_every=0,
+                      sampler="ddim", sample_steps=3, guidance=4.0, sample_batch=16, figure_samples=2,
+                      captions_per_image=2, compare_prompts=8),
+        # AVX2-only CPU here (no bf16 units): (32, 64, 64) and 600 steps fit 10 minutes, (64, 128, 128) did not
+        "cpu": dict(model=dict(image_size=32, block_out_channels=(32, 64, 64), layers_per_block=1,
+                               norm_num_groups=16, attention_head_dim=32, cross_attention_dim=128,
+                               text_dim=384, max_tokens=24),
+                    steps=600, batch_size=32, lr=1e-3, warmup=50, ema=0.99, ckpt_every=100,
+                    sampler="ddim", sample_steps=20, guidance=4.0, sample_batch=50, figure_samples=4,
+                    captions_per_image=2, compare_prompts=24),
+        "paper": dict(model=dict(image_size=64, block_out_channels=(64, 128, 256, 256), layers_per_block=2,
+                                 down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                                                   "DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D",
+                                                 "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+                                 norm_num_groups=32, attention_head_dim=32, cross_attention_dim=512,
+                                 text_dim=768, max_tokens=40),
+                      steps=30000, batch_size=64, lr=2e-4, warmup=500, ema=0.999, ckpt_every=2000,
+                      sampler="ddim", sample_steps=50, guidance=4.0, sample_batch=64, figure_samples=4,
+                      captions_per_image=1, compare_prompts=64),
+    },
     # 07 — VQ-VAE + latent diffusion, CLIP text encoder (issue 5)
-    "latent_diffusion": {"smoke": {}, "cpu": {}, "paper": {}},
+    # vq: first stage (mmlib.t2i.vqvae.VQConfig), f = 2**(len(block_out_channels)-1); model: the latent UNet
+    # (mmlib.t2i.latent_diffusion.LDMConfig; text_dim comes from the CLIP). cpu: 32 px (06's resolution) ->
+    # 8x8x4 latents (a 64 px first stage cost ~4x more per step than the budget allows on 2 contended
+    # cores), cross-attention at every level; paper: the study's 256 px -> 32x32x4, codebook 8192.
+    "latent_diffusion": {
+        "smoke": dict(vq=dict(image_size=16, block_out_channels=(16, 32), norm_num_groups=8, num_codes=64,
+                              perceptual_weight=0.1, perceptual_size=16, disc_start=6, disc_channels=8, disc_layers=1),
+                      vq_steps=10, vq_batch=8, vq_lr=2e-3, vq_warmup=0, n_vq_images=64,
+                      model=dict(latent_size=8, block_out_channels=(32, 32), norm_num_groups=8,
+                                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=16,
+                                 max_tokens=16),
+                      steps=10, batch_size=8, lr=1e-3, warmup=0, ema=0.9, ckpt_every=0,
+                      sampler="ddim", sample_steps=3, guidance=4.0, sample_batch=16,
+                      figure_seeds=2, colour_samples=4),
+        "cpu": dict(vq=dict(image_size=32, block_out_channels=(32, 64, 128), norm_num_groups=32, num_codes=512,
+                            perceptual_weight=1.0, perceptual_size=64, disc_start=250, disc_weight=0.5,
+                            disc_channels=32, disc_layers=2),
+                    vq_steps=400, vq_batch=16, vq_lr=1e-3, vq_warmup=30, n_vq_images=None,
+                    model=dict(latent_size=8, block_out_channels=(64, 128, 128), norm_num_groups=32,
+                               down_block_types=("CrossAttnDownBlock2D",) * 3,
+                               up_block_types=("CrossAttnUpBlock2D",) * 3, attention_head_dim=32, max_tokens=32),
+                    steps=1000, batch_size=32, lr=1e-3, warmup=50, ema=0.995, ckpt_every=200,
+                    sampler="ddim", sample_steps=25, guidance=4.0, sample_batch=50,
+                    figure_seeds=4, colour_samples=24),
+        "paper": dict(vq=dict(image_size=256, block_out_channels=(128, 128, 256, 512), layers_per_block=2,
+                              norm_num_groups=32, num_codes=8192, mid_attention=True, perceptual_weight=1.0,
+                              perceptual_size=256, disc_start=5000, disc_weight=0.8, disc_channels=64, disc_layers=3),
+                      vq_steps=30000, vq_batch=16, vq_lr=4.5e-5 * 16, vq_warmup=500, n_vq_images=None,
+                      model=dict(latent_size=32, block_out_channels=(128, 256, 512),
+                                 down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+                                 layers_per_block=2, norm_num_groups=32, attention_head_dim=64, max_tokens=77),
+                      steps=60000, batch_size=64, lr=1e-4, warmup=1000, ema=0.9999, ckpt_every=2000,
+                      sampler="ddim", sample_steps=50, guidance=4.0, sample_batch=64,
+                      figure_seeds=4, colour_samples=64),
+    },
     # 08 — LoRA fine-tuning of an SDXL-architecture pipeline (issue 6)
-    "sd_lora": {"smoke": {}, "cpu": {}, "paper": {}},
+    # smoke/cpu: a tiny SDXL-architecture pipeline pretrained on the world's cartoon renders, then LoRA on
+    # the photo renders; paper: the study's train_text_to_image_lora_sdxl.py recipe on SDXL-base-1.0.
+    # lora_images: the first images of captions.txt LoRA trains on (share or count); the rest are held out.
+    "sd_lora": {
+        "smoke": dict(
+            model=dict(image_size=16, vae_channels=[16, 16], unet_channels=[32, 32],
+                       down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+                       up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"], head_dim=16, text_width=32,
+                       text_layers=2, projection_dim=16, time_embed_dim=8, norm_num_groups=8),
+            vae=dict(steps=4, batch_size=32, lr=2e-3),
+            base=dict(steps=4, batch_size=16, lr=1e-3, caption_dropout=0.1),
+            finetune=dict(steps=3, batch_size=8, lr=1e-3),
+            lora=dict(rank=4), style=dict(steps=8, batch_size=32, width=8),
+            sample=dict(steps=3, guidance=5.0, batch_size=16, original_size=64),
+            lora_images=7000 / 8091, captions_per_image=1, n_prompts=8),
+        "cpu": dict(   # sized from a 2-core (AMX bf16) timing: base step 0.87 s at (64,128,128) was 4x too slow
+            model=dict(image_size=32, vae_channels=[16, 32], unet_channels=[32, 64, 64],
+                       head_dim=32, text_width=64, text_layers=3, projection_dim=64, time_embed_dim=16,
+                       norm_num_groups=16),
+            vae=dict(steps=300, batch_size=32, lr=2e-3, warmup=20),
+            base=dict(steps=1200, batch_size=32, lr=1e-3, warmup=50, caption_dropout=0.1),
+            finetune=dict(steps=300, batch_size=32, lr=1e-3, warmup=20),
+            lora=dict(rank=8), style=dict(steps=200, batch_size=128, width=16),
+            sample=dict(steps=20, guidance=5.0, batch_size=64, original_size=128),
+            lora_images=7000 / 8091, captions_per_image=1, n_prompts=200),
+        "paper": dict(
+            pretrained="stabilityai/stable-diffusion-xl-base-1.0",
+            model=dict(image_size=512),                     # --resolution 512 --center_crop --random_flip
+            finetune=dict(steps=1000, batch_size=16, lr=1e-4, schedule="cosine", warmup=0, grad_clip=1.0,
+                          ckpt_every=100, seed=1337, mixed_precision="bf16", flip=0.5, caption_dropout=0.0),
+            lora=dict(rank=128),                            # lora_alpha = rank, to_q/k/v/out.0
+            sample=dict(steps=100, guidance=5.0, batch_size=8),   # SDXL's native 1024 px
+            lora_images=7000, captions_per_image=1, n_prompts=1091),
+    },
     # 09 — Infinity: bitwise multi-scale autoregression (issue 7)
-    "infinity": {"smoke": {}, "cpu": {}, "paper": {}},
+    # tokenizer: bitwise conv VAE (BSQ, d bits/token, scales r_1..r_K); transformer: next-scale AR;
+    # flip_prob: bitwise self-correction; text_encoder None = mmlib.pretrained's MiniLM (384-d)
+    "infinity": {
+        "smoke": dict(
+            tokenizer=dict(image_size=16, channels=(16, 16), bits=8, scales=(1, 2, 4)),
+            transformer=dict(d_text=384, d_model=32, n_layer=1, n_head=2),
+            tokenizer_train=dict(steps=20, batch_size=16, lr=3e-3, log_every=5),
+            transformer_train=dict(steps=20, batch_size=16, lr=3e-3, log_every=5),
+            sampling=dict(cfg_scale=3.0, tau=1.0), flip_prob=0.1, max_tokens=16, n_train=None,
+            sample_batch=16, speed_batch=4, speed_diffusion_steps=2),   # smoke: 2 DDIM steps, seconds
+        "cpu": dict(
+            tokenizer=dict(image_size=32, channels=(32, 64), bits=16, scales=(1, 2, 4, 8)),
+            transformer=dict(d_text=384, d_model=192, n_layer=4, n_head=4),
+            tokenizer_train=dict(steps=400, batch_size=32, lr=2e-3, warmup=40, log_every=20, ckpt_every=100),
+            transformer_train=dict(steps=800, batch_size=32, lr=1e-3, warmup=60, weight_decay=0.05, log_every=20,
+                                   ckpt_every=100),
+            sampling=dict(cfg_scale=3.0, tau=1.0), flip_prob=0.1, max_tokens=24, n_train=None,
+            sample_batch=50, speed_batch=8, speed_diffusion_steps=None,
+            captions_per_image=2),   # as 06: encoding all 5 x 6.5k captions with MiniLM costs minutes on 2 cores
+        "paper": dict(
+            tokenizer=dict(image_size=64, channels=(64, 128), bits=32, scales=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16)),
+            transformer=dict(d_text=768, d_model=512, n_layer=12, n_head=8),
+            tokenizer_train=dict(steps=20000, batch_size=64, lr=1e-3, warmup=500, log_every=100, ckpt_every=2000),
+            transformer_train=dict(steps=50000, batch_size=128, lr=5e-4, warmup=1000, weight_decay=0.05,
+                                   ema=0.999, log_every=100, ckpt_every=5000),
+            sampling=dict(cfg_scale=3.0, tau=1.0), flip_prob=0.1, text_encoder="google/flan-t5-base",
+            max_tokens=32, n_train=None, sample_batch=64, speed_batch=8, speed_diffusion_steps=None),
+    },
 }
 
 

@@ -104,7 +104,8 @@ def main() -> None:
     profiles.check(args.profile)
     code = run(args.profile, args.only, args.force)
     if code == 0 and not args.no_report:
-        from . import report
+        from . import claims, report
+        claims.save(args.profile)
         figures = report.FIGURES if args.profile == "cpu" else RUNS / args.profile / "report_figures"
         out = ROOT / "report.md" if args.profile == "cpu" else RUNS / args.profile / "report.md"
         missing = report.build(args.profile, out, figures)

@@ -123,7 +123,8 @@ def beam_search(model: StepModel, memory: torch.Tensor, beam: int = 3, max_len: 
         cur = tok[:, None]
     lengths = (seqs != model.pad_id).sum(-1).clamp(min=1).view(B, k).float()
     best = (scores / lengths ** length_penalty).argmax(-1)  # (B,)
-    return seqs.view(B, k, -1)[torch.arange(B, device=dev), best]
+    out = seqs.view(B, k, -1)[torch.arange(B, device=dev), best]              # (B, L)
+    return out[:, :int((out != model.pad_id).sum(-1).max().clamp(min=1))]  # drop all-PAD columns
 
 
 def generate(model: StepModel, memory: torch.Tensor, method: str = "beam", beam: int = 3,
@@ -131,7 +132,8 @@ def generate(model: StepModel, memory: torch.Tensor, method: str = "beam", beam:
     """Decode a whole feature tensor in batches -> token ids per image (EOS and PAD removed)."""
     out: list[list[int]] = []
     for i in range(0, memory.size(0), batch_size):
-        m = memory[i:i + batch_size].float()
+        m = memory[i:i + batch_size]
+        m = m.float() if m.dtype in (torch.float16, torch.bfloat16) else m  # features are cached in half
         toks = greedy(model, m, max_len) if method == "greedy" else beam_search(model, m, beam, max_len)
         out += strip(toks, model.eos_id, model.pad_id)
     return out

@@ -10,20 +10,20 @@ times map to <unk>.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..eval.captions import tokenize
+
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")  # ids 0..3, matching XAttnConfig defaults
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
 def words(caption: str) -> list[str]:
-    """Lower-case word tokens, punctuation dropped (the standard captioning preprocessing)."""
-    return _WORD.findall(caption.lower())
+    """Lower-case word tokens, punctuation dropped: the same words the standard metrics count."""
+    return tokenize(caption).split()
 
 
 @dataclass
@@ -59,7 +59,14 @@ class Vocab:
         return out
 
     def decode(self, ids: list[int]) -> str:
+        """Lower-case words joined by spaces (what the standard metrics tokenise to)."""
         return " ".join(self.itos[i] for i in ids if i >= len(SPECIALS) or i == self.unk_id)
+
+    def sentence(self, ids: list[int]) -> str:
+        """Flickr8k-style sentence, "A dog runs on grass ." (capitalised, " ." ending), the form the
+        study's case-sensitive, whitespace-token BLEU compares against its references."""
+        text = self.decode(ids)
+        return f"{text[:1].upper()}{text[1:]} ." if text else ""
 
     def save(self, path: Path) -> Path:
         Path(path).write_text(json.dumps(self.itos))

@@ -199,6 +199,7 @@ class XAttnCaptioner(nn.Module):
 
     def loss(self, image_tokens: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Next-token cross-entropy; tokens (B, T) = BOS w1 .. wn EOS PAD..; PAD targets ignored."""
+        tokens = tokens[:, :int((tokens != self.cfg.pad_id).sum(1).max())]  # drop all-PAD columns (≈ half)
         logits = self(image_tokens, tokens[:, :-1])
         return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1),
                                ignore_index=self.cfg.pad_id)

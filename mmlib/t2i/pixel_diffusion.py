@@ -60,7 +60,7 @@ class PixelDiffusionConfig:
 @dataclass
 class SampleConfig:
     sampler: str = "ddim"               # ddim | dpm | ddpm
-    steps: int = 25
+    steps: int = 25                     # network evaluations per image (DDPM: 1000 = the full chain)
     guidance: float = 4.0               # CFG scale s; 1 = plain conditional model
     batch_size: int = 32
 
@@ -126,7 +126,8 @@ class TextEncoder:
     """Frozen BERT-family encoder: captions -> (token embeddings (N, L, D), attention mask (N, L))."""
 
     def __init__(self, tokenizer, model: nn.Module, max_tokens: int = 32):
-        self.tokenizer, self.model, self.max_tokens = tokenizer, model.eval().requires_grad_(False), max_tokens
+        self.tokenizer, self.max_tokens = tokenizer, max_tokens
+        self.model = model.float().eval().requires_grad_(False)   # fp32 weights; autocast decides the math
         self.dim = int(model.config.hidden_size)
 
     @classmethod
@@ -239,7 +240,8 @@ def diffusion_loss(bank: TextBank, cfg: PixelDiffusionConfig) -> Callable[[nn.Mo
 
 
 def sampling_scheduler(cfg: PixelDiffusionConfig, sampler: str):
-    """DDPM (ancestral, the training chain), DDIM (deterministic, η=0) or DPM-Solver++ (2nd order)."""
+    """DDPM (ancestral; the training chain, strided when fewer than T steps), DDIM (deterministic, η=0)
+    or DPM-Solver++ (2nd order multistep)."""
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
     base = noise_scheduler(cfg)
     if sampler == "ddpm":
@@ -281,7 +283,7 @@ def sample(model: PixelDiffusion, text: torch.Tensor, mask: torch.Tensor, null_t
     out = []
     for i in range(0, n, sc.batch_size):
         sched = sampling_scheduler(cfg, sc.sampler)
-        sched.set_timesteps(sc.steps if sc.sampler != "ddpm" else cfg.num_train_timesteps)
+        sched.set_timesteps(sc.steps)  # DDPM too: ancestral steps over a strided subset of the T steps
         x = noise[i:i + sc.batch_size].to(dev) * sched.init_noise_sigma
         c, m = text[i:i + sc.batch_size].to(dev), mask[i:i + sc.batch_size].to(dev)
         for t in sched.timesteps:
@@ -301,13 +303,52 @@ def generate(model: PixelDiffusion, encoder: TextEncoder, prompts: Sequence[str]
     return sample(model, emb[:-1], mask[:-1], emb[-1], mask[-1], sc, seed=seed, noise=noise)
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast where the hardware runs it fast (mmlib.device), else a no-op context."""
-    try:
-        from ..device import autocast_dtype
-        dtype = autocast_dtype()
-    except ImportError:  # device.py not there yet
-        dtype = torch.bfloat16 if device.type == "cuda" else None
-    if dtype is None or dtype == torch.float32:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=dtype)
+def _autocast(dev: torch.device):
+    """bf16 autocast where the hardware runs it fast (``mmlib.device``), else a no-op context."""
+    from ..device import autocast
+    return autocast(dev.type)
+
+
+# ----------------------------------------------------------------------------- notebook helpers
+
+
+def train_config(section) -> "TrainConfig":
+    """``train.TrainConfig`` from the ``pixel_diffusion`` profile section (``steps`` may be overridden)."""
+    from ..train import TrainConfig
+    return TrainConfig(steps=section.steps, batch_size=section.batch_size, lr=section.lr, warmup=section.warmup,
+                       ema=section.ema, ckpt_every=section.ckpt_every, seed=section.get("seed", 0),
+                       log_every=max(1, section.steps // 100))
+
+
+def prepare(profile: str, encoder: TextEncoder, cfg: PixelDiffusionConfig, captions_per_image: int = 5
+            ) -> tuple[dict[str, torch.Tensor], TextBank]:
+    """Training tensors for ``train.fit`` and the frozen text bank, both cached under ``runs/<profile>/06/``.
+
+    Images: the train split at ``cfg.image_size`` (uint8). Text: the first ``captions_per_image``
+    captions of each image (the study used the first one only), encoded once by the frozen encoder.
+    """
+    from .. import data as mdata
+    from ..paths import run_dir
+    if encoder.dim != cfg.text_dim:
+        raise ValueError(f"text encoder width {encoder.dim} != model text_dim {cfg.text_dim}; fix the profile")
+    split = mdata.load(profile)
+    images = mdata.images(split.folder, [n for n, _ in split.train], cfg.image_size)  # (N, 3, r, r)
+    caps = [list(c)[:captions_per_image] for _, c in split.train]
+    bank = build_text_bank(encoder, [c for cs in caps for c in cs], run_dir(profile, "06") / "text")
+    return training_data(images, caps, bank), bank
+
+
+def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncol: int = 8, scale: float = 1.1):
+    """uint8 images (N, 3, H, W) -> a matplotlib figure, ``ncol`` per row, optional titles."""
+    import matplotlib.pyplot as plt
+    n = len(images)
+    nrow = math.ceil(n / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(ncol * scale, nrow * scale * (1.25 if titles else 1)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(images[i].permute(1, 2, 0).numpy(), interpolation="nearest")
+            if titles:
+                ax.set_title(titles[i], fontsize=6, wrap=True)
+    fig.tight_layout()
+    return fig

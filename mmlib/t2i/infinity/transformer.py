@@ -236,3 +236,21 @@ def bit_accuracy_per_scale(model: ScaleTransformer, quantizer: nn.Module, data: 
 
 def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def time_heads(d_model: int, bits: int, n_tokens: int = 2048, repeats: int = 3) -> dict[str, float]:
+    """Measured seconds of forward+backward of both heads on ``n_tokens`` hidden states (same loss shape)."""
+    import time
+    h = torch.randn(n_tokens, d_model, requires_grad=True)
+    target_bits = torch.randint(0, 2, (n_tokens, bits)).float()
+    target_index = (target_bits.long() << torch.arange(bits)).sum(1)      # the same code as one class of 2^d
+    out = {}
+    for name, head, loss in (
+            ("bitwise", nn.Linear(d_model, bits), lambda z: F.binary_cross_entropy_with_logits(z, target_bits)),
+            ("softmax", nn.Linear(d_model, 2 ** bits), lambda z: F.cross_entropy(z, target_index))):
+        loss(head(h)).backward()                                              # warm-up
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            loss(head(h)).backward()
+        out[f"{name}_seconds"] = (time.perf_counter() - t0) / repeats
+    return out
