@@ -1,0 +1,39 @@
+"""report.md is filled only from saved results; claims are verdicts computed from them."""
+import pytest
+
+from mmlib import claims, report, results
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "RUNS", tmp_path)
+    return tmp_path
+
+
+def test_markers_are_filled_from_saved_results_and_missing_ones_say_so(runs):
+    results.save_table("cpu", "t", [{"a": 1.23456, "b": "x"}], formats={"a": ".2f"}, note="n")
+    results.save("cpu", "v", {"deep": {"list": [0.5, 0.25]}})
+    text = ("<!-- table:t -->old<!-- /table -->\n"
+            "<!-- value:v.deep.list.1:.3f -->9<!-- /value --> <!-- value:gone.x --><!-- /value -->")
+    out, missing = report.fill(text, "cpu")
+    assert "| 1.23 | x |" in out and "*n*" in out and "old" not in out
+    assert "<!-- value:v.deep.list.1:.3f -->0.250<!-- /value -->" in out
+    assert "(not run: gone.x)" in out and missing == ["gone.x"]
+    assert report.fill(out, "cpu")[0] == out  # a built report rebuilds to itself
+
+
+def scores(b4, cider):
+    return {"model": {**{f"seed BLEU-{n}": b4 * n for n in range(1, 5)}, "CIDEr-D": cider}}
+
+
+def test_claims_follow_the_numbers(runs):
+    for nb, b4, cider in [("02", 1, 10), ("03", 2, 20), ("04", 3, 30), ("05", 4, 25)]:
+        results.save("cpu", f"{nb}_scores", scores(b4, cider))
+    rows = {r["study's claim"][:20]: r["verdict"] for r in claims.check("cpu")}
+    assert rows["Q-former + LLM (row "].startswith("holds")
+    assert rows["CLIP beats the Image"].startswith("holds")
+    assert rows["Q-former beats plain"].startswith("holds")
+    assert rows["LoRA moves the style"] == "not run"
+    results.save("cpu", "03_scores", scores(0.5, 5))
+    rows = {r["study's claim"][:20]: r["verdict"] for r in claims.check("cpu")}
+    assert rows["CLIP beats the Image"].startswith("does not hold")
