@@ -1,0 +1,359 @@
+"""Second stage of the latent diffusion model: text-conditioned diffusion on frozen VQ latents (section 2.4, Figure 11).
+
+Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion Models",
+https://arxiv.org/abs/2112.10752. With the autoencoder (E, D) of ``mmlib.t2i.vqvae`` frozen:
+
+    z_0 = s · E(x)                                   (s = 1 / std of the training latents, LDM §4.3.2)
+    L_LDM = E_{z_0, c, ε, t} ‖ ε - ε_θ(z_t, t, τ(c)) ‖²       (LDM eq. 3, DDPM eq. 14 on z instead of x)
+
+ε_θ is a diffusers ``UNet2DConditionModel`` whose cross-attention layers read the token sequence τ(c)
+of a *frozen* CLIP text tower (``paper``: openai ViT-B/32 through open_clip, as Stable Diffusion v1
+does; ``cpu``/``smoke``: the small CLIP pretrained on the world in notebook 03).
+
+Which latents. For a VQ-regularised autoencoder the LDM paper trains the diffusion model on the
+*continuous encoder output before quantisation* and lets the decoder quantise ("the quantisation layer
+is absorbed by the decoder", LDM §3.1/App. G). We do the same: z = quant_conv(encoder(x)); sampled
+latents go through ``VQModel.decode``, which snaps each position to its nearest code before decoding,
+so small errors of the sampler are cleaned up instead of decoded as off-manifold noise. (Training on
+the quantised codes instead would give the UNet a target with hard, discontinuous steps between
+codes; nothing is gained since the decoder re-quantises anyway.)
+
+Shared with notebook 06 (``mmlib.t2i.pixel_diffusion``): the text bank of precomputed frozen token
+embeddings (row 0 = ∅), the DDPM noise schedule, the DDIM / DPM-Solver samplers and the
+classifier-free-guidance combination ``guided_eps``. What differs: the UNet runs on (C, h, w) latents,
+the text tokens come from CLIP, and samples are decoded by the VQ decoder.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import pixel_diffusion as pd
+from .pixel_diffusion import SampleConfig, TextBank, build_text_bank, guided_eps  # noqa: F401 (re-exported)
+
+
+@dataclass
+class LDMConfig:
+    latent_size: int = 16                    # h = w of the VQ latents (paper 32)
+    latent_channels: int = 4
+    block_out_channels: tuple[int, ...] = (64, 128, 128)
+    down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+    up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+    layers_per_block: int = 1
+    norm_num_groups: int = 32
+    attention_head_dim: int = 32             # channels per head
+    text_dim: int = 256                      # CLIP text width (ViT-B/32: 512); the UNet's cross_attention_dim
+    max_tokens: int = 32                     # CLIP context used (captions are short; 77 in SD)
+    num_train_timesteps: int = 1000          # T
+    beta_schedule: str = "linear"            # same DDPM schedule as 06
+    caption_dropout: float = 0.1             # share of captions replaced by ∅ (for CFG)
+    latent_scale: float = 1.0                # s: 1/std of the training latents, set from the data
+
+    @property
+    def image_size(self) -> int:             # what 06's samplers call the UNet's spatial size
+        return self.latent_size
+
+    def key(self) -> dict:
+        return asdict(self)
+
+
+def config_from_profile(section) -> LDMConfig:
+    names = LDMConfig.__dataclass_fields__
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(section.get("model", {})).items() if k in names}
+    return LDMConfig(**kw)
+
+
+class LatentDiffusion(nn.Module):
+    """ε_θ(z_t, t, τ(c)): a cross-attention UNet over scaled VQ latents; same call signature as 06's model."""
+
+    def __init__(self, cfg: LDMConfig, unet=None):
+        super().__init__()
+        from diffusers import UNet2DConditionModel
+
+        self.cfg = cfg
+        heads = tuple(max(1, c // cfg.attention_head_dim) for c in cfg.block_out_channels)
+        self.unet = unet if unet is not None else UNet2DConditionModel(
+            sample_size=cfg.latent_size, in_channels=cfg.latent_channels, out_channels=cfg.latent_channels,
+            layers_per_block=cfg.layers_per_block, block_out_channels=tuple(cfg.block_out_channels),
+            down_block_types=tuple(cfg.down_block_types), up_block_types=tuple(cfg.up_block_types),
+            norm_num_groups=cfg.norm_num_groups, cross_attention_dim=cfg.text_dim,
+            attention_head_dim=heads)  # diffusers' legacy name: number of heads per block
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, text: torch.Tensor, mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        # z (B, C, h, w) noisy latents, t (B,), text (B, L, D) frozen CLIP tokens, mask (B, L) -> ε (B, C, h, w)
+        dtype = self.unet.conv_in.weight.dtype
+        return self.unet(z, t, encoder_hidden_states=text.to(dtype),
+                         encoder_attention_mask=None if mask is None else mask.to(dtype)).sample
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+def load_unet(path_or_name: str, subfolder: str | None = None):
+    """Paper loader: a ``UNet2DConditionModel`` saved with ``save_pretrained`` (local folder or hub name)."""
+    from diffusers import UNet2DConditionModel
+
+    kw = {"subfolder": subfolder} if subfolder else {}
+    return UNet2DConditionModel.from_pretrained(path_or_name, **kw)
+
+
+# ----------------------------------------------------------------------------- frozen CLIP text tower
+def clip_token_features(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Per-token output of an open_clip text tower: ids (B, L) -> ln_final(transformer(tok + pos)) (B, L, D).
+
+    The same path as ``CLIP.encode_text`` without the pooling and projection: Stable Diffusion
+    conditions on this whole sequence, not on the pooled vector.
+    """
+    tower = model if hasattr(model, "token_embedding") else getattr(model, "text", None)
+    if tower is None or not hasattr(tower, "token_embedding"):
+        raise TypeError(f"{type(model).__name__} has no open_clip text tower (token_embedding)")
+    L = ids.shape[1]
+    x = tower.token_embedding(ids) + tower.positional_embedding[:L]
+    mask = getattr(tower, "attn_mask", None)
+    x = tower.transformer(x, attn_mask=None if mask is None else mask[:L, :L])
+    return tower.ln_final(x)
+
+
+def clip_width(model: nn.Module) -> int:
+    tower = model if hasattr(model, "token_embedding") else model.text
+    return int(tower.token_embedding.weight.shape[1])
+
+
+class CLIPTextEncoder:
+    """Frozen CLIP text tower: captions -> (token features (N, L, D) fp16, mask (N, L) bool).
+
+    Same interface as 06's ``TextEncoder`` (``.dim``, ``.max_tokens``, ``__call__``), so 06's
+    ``build_text_bank`` caches it. The mask covers [SOT] … [EOT]; padding is id 0.
+    """
+
+    def __init__(self, tokenizer, model: nn.Module, max_tokens: int = 32, name: str = "clip"):
+        self.tokenizer, self.model = tokenizer, model.eval().requires_grad_(False)
+        tower = model if hasattr(model, "token_embedding") else model.text
+        self.max_tokens = min(max_tokens, int(tower.positional_embedding.shape[0]))
+        self.dim, self.name = clip_width(model), name
+
+    def fingerprint(self) -> str:
+        """Short hash of the tower's weights: cached text features of another CLIP are never reused."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for p in self.model.parameters():
+            h.update(p.detach().float().flatten()[:512].numpy().tobytes())
+        return h.hexdigest()[:12]
+
+    def tokenize(self, captions: Sequence[str]) -> torch.Tensor:
+        ids = self.tokenizer(list(captions))                           # (N, ctx) padded with 0
+        if ids.shape[1] > self.max_tokens:                             # keep [EOT] as the last token
+            cut = ids[:, :self.max_tokens].clone()
+            long = (ids[:, self.max_tokens:] != 0).any(1)
+            cut[long, -1] = ids[long].max(1).values                      # [EOT] has the largest id
+            ids = cut
+        return ids
+
+    @torch.no_grad()
+    def __call__(self, captions: Sequence[str], batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        embs, masks = [], []
+        dev = next(self.model.parameters()).device
+        for i in range(0, len(captions), batch_size):
+            ids = self.tokenize(captions[i:i + batch_size]).to(dev)
+            h = clip_token_features(self.model, ids)
+            embs.append(h.float().cpu().to(torch.float16))             # (b, L, D)
+            masks.append((ids != 0).cpu())
+        return torch.cat(embs), torch.cat(masks)
+
+
+def random_text_tower(width: int = 256, layers: int = 4, heads: int = 4, context_length: int = 77,
+                      vocab_size: int = 49408, seed: int = 0) -> nn.Module:
+    """A randomly initialised small open_clip text tower (stand-in until/unless 03's CLIP is there)."""
+    from open_clip.transformer import TextTransformer
+
+    torch.manual_seed(seed)
+    return TextTransformer(context_length=context_length, vocab_size=vocab_size, width=width, heads=heads,
+                           layers=layers, output_dim=width)
+
+
+def load_paper_clip(name: str = "ViT-B-32", pretrained: str = "openai") -> nn.Module:
+    """Paper: an open_clip model by name; ``pretrained`` is a tag (hub) or a local checkpoint file."""
+    import open_clip
+
+    model = open_clip.create_model(name, pretrained=pretrained)
+    return model.eval().requires_grad_(False)
+
+
+def text_encoder_for(profile: str, max_tokens: int = 32) -> CLIPTextEncoder:
+    """The profile's frozen CLIP text encoder: openai ViT-B/32 in paper; 03's world CLIP in cpu/smoke
+    (``clip_pretrain.ensure_world_clip``: loaded from notebook 03's run, pretrained first if missing)."""
+    from .. import pretrained
+
+    if profile == "paper":
+        return CLIPTextEncoder(pretrained.clip_tokenizer(profile), load_paper_clip(), max_tokens, "openai ViT-B/32")
+    from ..captioning.clip_pretrain import ensure_world_clip
+
+    model = ensure_world_clip(profile)
+    ctx = int(model.positional_embedding.shape[0])
+    return CLIPTextEncoder(pretrained.clip_tokenizer(profile, context_length=ctx), model, max_tokens,
+                           "world8k CLIP text tower (notebook 03)")
+
+
+# ----------------------------------------------------------------------------- latents
+@torch.no_grad()
+def encode_latents(vq, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    """uint8 images (N, 3, H, W) -> pre-quantisation latents E(x) (N, C, h, w), float32, unscaled."""
+    vq.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].float() / 127.5 - 1
+        out.append(vq.encode(x).latents.float())
+    return torch.cat(out)
+
+
+def latent_scale(latents: torch.Tensor) -> float:
+    """s = 1 / std(z) over the training latents, so that z_0 has unit variance (LDM §4.3.2)."""
+    return float(1.0 / latents.float().std())
+
+
+@torch.no_grad()
+def decode_latents(vq, z: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    """Unscaled latents (N, C, h, w) -> uint8 images; ``VQModel.decode`` quantises first (see module doc)."""
+    out = []
+    for i in range(0, len(z), batch_size):
+        out.append(pd.to_uint8(vq.decode(z[i:i + batch_size].float()).sample))
+    return torch.cat(out)
+
+
+def training_data(latents: torch.Tensor, captions: Sequence[Sequence[str]], bank: TextBank) -> dict[str, torch.Tensor]:
+    """The dict ``train.fit`` batches: ``z`` (N, C, h, w) unscaled latents, ``cap`` (N, k) ids into ``bank``."""
+    k = min(len(c) for c in captions)
+    return {"z": latents, "cap": torch.stack([bank.ids(list(c)[:k]) for c in captions])}
+
+
+def ldm_loss(bank: TextBank, cfg: LDMConfig):
+    """``loss_fn(model, batch)`` for ``train.fit``: ε-MSE on scaled latents (LDM eq. 3), caption dropout.
+
+    All draws use the global torch RNG, which fit() checkpoints: resuming is exact.
+    """
+    sched = pd.noise_scheduler(cfg)
+
+    def loss_fn(model: nn.Module, batch: dict) -> torch.Tensor:
+        dev = next(model.parameters()).device
+        z0 = batch["z"].float() * cfg.latent_scale                       # (B, C, h, w), unit variance
+        b = z0.shape[0]
+        pick = torch.randint(0, batch["cap"].shape[1], (b,))             # one of the image's captions
+        ids = batch["cap"][torch.arange(b), pick]
+        ids = torch.where(torch.rand(b) < cfg.caption_dropout, torch.zeros_like(ids), ids)  # row 0 = ∅
+        noise = torch.randn_like(z0)
+        t = torch.randint(0, cfg.num_train_timesteps, (b,))
+        zt = sched.add_noise(z0, noise, t)                                # q(z_t | z_0)
+        emb, mask = bank[ids]
+        pred = model(zt.to(dev), t.to(dev), emb.to(dev), mask.to(dev))
+        return F.mse_loss(pred.float(), noise.to(dev))
+
+    return loss_fn
+
+
+# ----------------------------------------------------------------------------- sampling
+@torch.no_grad()
+def sample_latents(model: LatentDiffusion, text: torch.Tensor, mask: torch.Tensor, null_text: torch.Tensor,
+                   null_mask: torch.Tensor, sc: SampleConfig = SampleConfig(), seed: int = 0,
+                   noise: torch.Tensor | None = None) -> torch.Tensor:
+    """One latent per row of ``text`` (N, L, D), *unscaled* (ready for ``decode_latents``).
+
+    06's sampler loop on latents: its schedulers (``pd.sampling_scheduler``) and CFG (``guided_eps``);
+    noise from a private ``torch.Generator(seed)`` or given, so prompts can share starting noise.
+    """
+    model.eval()
+    dev, cfg = model.device, model.cfg
+    n = text.shape[0]
+    if noise is None:
+        noise = torch.randn(n, cfg.latent_channels, cfg.latent_size, cfg.latent_size,
+                            generator=torch.Generator().manual_seed(seed))
+    gen = torch.Generator().manual_seed(seed + 1)
+    null_text, null_mask = null_text.reshape(1, *null_text.shape[-2:]).to(dev), null_mask.reshape(1, -1).to(dev)
+    out = []
+    for i in range(0, n, sc.batch_size):
+        sched = pd.sampling_scheduler(cfg, sc.sampler)
+        sched.set_timesteps(sc.steps if sc.sampler != "ddpm" else cfg.num_train_timesteps)
+        z = noise[i:i + sc.batch_size].to(dev) * sched.init_noise_sigma
+        c, m = text[i:i + sc.batch_size].to(dev), mask[i:i + sc.batch_size].to(dev)
+        for t in sched.timesteps:
+            tt = torch.full((z.shape[0],), int(t), device=dev, dtype=torch.long)
+            with pd._autocast(dev):
+                eps = guided_eps(model, z, tt, c, m, null_text, null_mask, sc.guidance)
+            kw = {"generator": gen} if sc.sampler == "ddpm" else {}
+            z = sched.step(eps.to(dev), t, z, **kw).prev_sample.float()
+        out.append(z.cpu() / cfg.latent_scale)
+    return torch.cat(out)
+
+
+def generate(model: LatentDiffusion, vq, encoder: CLIPTextEncoder, prompts: Sequence[str],
+             sc: SampleConfig = SampleConfig(), seed: int = 0, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Prompts -> uint8 images (N, 3, H, W): CLIP tokens -> DDIM + CFG in latent space -> VQ decoder."""
+    emb, mask = encoder(list(prompts) + [""])
+    z = sample_latents(model, emb[:-1], mask[:-1], emb[-1], mask[-1], sc, seed=seed, noise=noise)
+    return decode_latents(vq, z)
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ----------------------------------------------------------------------------- one call for the notebook
+def train_second_stage(profile: str, vq, train_images: torch.Tensor, captions: Sequence[Sequence[str]],
+                       encoder: CLIPTextEncoder, out_dir, vq_id: str, progress: bool = True) -> dict:
+    """Precompute latents and CLIP token features once, then train the latent UNet with fit() (EMA
+    weights loaded at the end). Returns {"model", "fit", "cfg", "bank", "latents_seconds"}."""
+    import dataclasses
+    import time
+
+    from .. import profiles, train
+
+    sec = profiles.get(profile).latent_diffusion
+    t0 = time.perf_counter()
+    latents = encode_latents(vq, train_images)                          # (N, C, h, w)
+    cfg = dataclasses.replace(config_from_profile(sec), text_dim=encoder.dim,
+                              latent_size=latents.shape[-1], latent_channels=latents.shape[1],
+                              max_tokens=encoder.max_tokens, latent_scale=round(latent_scale(latents), 5))
+    text_id = f"{encoder.name}:{encoder.fingerprint()}"
+    bank = build_text_bank(encoder, [c for cs in captions for c in cs], cache=Path(out_dir) / f"text-{text_id[-12:]}")
+    data = training_data(latents, captions, bank)
+    prep = time.perf_counter() - t0
+    torch.manual_seed(0)
+    model = LatentDiffusion(cfg)
+    tcfg = train.TrainConfig(steps=sec.steps, batch_size=sec.batch_size, lr=sec.lr, warmup=sec.warmup,
+                             ema=sec.ema, ckpt_every=sec.ckpt_every, log_every=max(1, sec.steps // 100))
+    key = {"ldm": cfg.key(), "vq": vq_id, "text": text_id, "n_images": len(train_images)}
+    fit = train.fit(model, ldm_loss(bank, cfg), data, tcfg, out_dir, key, progress=progress)
+    if fit.ema is not None:
+        from ..train import load_ema
+        load_ema(model, fit.ema)
+    return {"model": model.eval().requires_grad_(False), "fit": fit, "cfg": cfg, "bank": bank,
+            "prep_seconds": prep}
+
+
+def sample_config(profile: str) -> SampleConfig:
+    from .. import profiles
+
+    sec = profiles.get(profile).latent_diffusion
+    return SampleConfig(sampler=sec.sampler, steps=sec.sample_steps, guidance=sec.guidance, batch_size=sec.sample_batch)
+
+
+def prompt_grid_figure(images: torch.Tensor, prompts: Sequence[str], n_cols: int):
+    """Figure 11: one row per prompt, ``n_cols`` samples each (images in prompt-major order)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(prompts), n_cols, figsize=(1.7 * n_cols, 1.8 * len(prompts)), squeeze=False)
+    for r, p in enumerate(prompts):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.imshow(images[r * n_cols + c].permute(1, 2, 0).numpy())
+            ax.set_xticks([]), ax.set_yticks([])
+        axes[r, 0].set_ylabel(p.replace("a girl in ", ""), fontsize=8)
+    fig.tight_layout()
+    return fig
