@@ -88,6 +88,17 @@ def take(data: Mapping[str, torch.Tensor] | Dataset, idx: torch.Tensor) -> Any:
     return default_collate([data[int(i)] for i in idx])
 
 
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor of a (nested) batch to the training device; a no-op on CPU."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
 def data_len(data: Mapping[str, torch.Tensor] | Dataset) -> int:
     if isinstance(data, Mapping):
         lens = {len(v) for v in data.values()}
@@ -177,7 +188,7 @@ def fit(
     while step < end:
         idx = batch_indices(n, cfg.batch_size, step, cfg.seed)
         idx = idx[accelerator.process_index::accelerator.num_processes]  # data parallel shard
-        batch = take(data, idx)
+        batch = to_device(take(data, idx), accelerator.device)
         with accelerator.autocast():
             out = loss_fn(model, batch)
         loss, logs = (out if isinstance(out, tuple) else (out, {}))
