@@ -1,0 +1,151 @@
+"""Sampling speed of Infinity against the two diffusion models (06, 07), on one machine in one run.
+
+The study (report sec. 2.2, "一些感受" 1) found Infinity-2B about 3.6x faster than SDXL on one A6000
+(1000 images: 50 min vs 3 h). Here the three samplers of this reproduction are timed back to back at
+equal batch size: 06 (pixel-space UNet, DDIM steps), 07 (VQ latent UNet + decoder) and 09 (K
+next-scale passes + the tokenizer's decoder). 06 and 07 are loaded from their exported weights when
+their notebooks have run; otherwise their *untrained* models of the profile's size are timed, which
+costs the same per step (sampling never branches on weight values) -- each row says which. A
+notebook exports its trained model to this comparison by offering ``load_trained(profile)`` in its
+module (06: the UNet; 07: ``(unet, vq)``); none does yet.
+Text inputs are random tensors of the encoder's shape: the text encoder runs once per prompt in all
+three and is left out of the timing.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from typing import Callable
+
+import torch
+
+from ... import profiles
+
+Sampler = Callable[[int], torch.Tensor]     # batch size -> images
+
+
+def timed(sample: Sampler, batch_size: int, repeats: int = 1, warmup: bool = True) -> float:
+    """Images per second of ``sample`` at ``batch_size`` (after one warm-up call)."""
+    if warmup:
+        sample(batch_size)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        sample(batch_size)
+    return batch_size * repeats / (time.perf_counter() - t0)
+
+
+def _trained(module, profile: str):
+    """The notebook's exported model when its module offers ``load_trained(profile)`` and it has run, else None."""
+    fn = getattr(module, "load_trained", None)
+    try:
+        return fn(profile) if fn is not None else None
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+
+
+def _sample_config(pd, sec, steps: int | None):
+    """06/07's ``SampleConfig`` from their profile section (keys ``sampler``, ``sample_steps``, ``guidance``)."""
+    sc = pd.SampleConfig()
+    return pd.SampleConfig(sec.get("sampler", sc.sampler), steps or sec.get("sample_steps", sc.steps),
+                           sec.get("guidance", sc.guidance))
+
+
+def pixel_diffusion_sampler(profile: str, steps: int | None = None) -> tuple[Sampler, dict]:
+    """06's sampler (DDIM + CFG) with the profile's UNet (trained weights when 06 exports a loader)."""
+    pd = importlib.import_module("mmlib.t2i.pixel_diffusion")
+    sec = profiles.get(profile).pixel_diffusion
+    model = _trained(pd, profile)
+    trained = model is not None
+    if model is None:
+        torch.manual_seed(0)
+        model = pd.PixelDiffusion(pd.config_from_profile(sec))
+    cfg, sc = model.cfg, _sample_config(pd, sec, steps)
+
+    def sample(b: int) -> torch.Tensor:
+        text = torch.randn(b, cfg.max_tokens, cfg.text_dim)
+        mask = torch.ones(b, cfg.max_tokens, dtype=torch.bool)
+        return pd.sample(model.eval(), text, mask, text[0], mask[0],
+                         pd.SampleConfig(sc.sampler, sc.steps, sc.guidance, b))
+
+    return sample, {"model": "06 pixel diffusion", "trained": trained, "steps": sc.steps,
+                    "sampler": sc.sampler, "guidance": sc.guidance, "params": sum(p.numel() for p in model.parameters())}
+
+
+def latent_diffusion_sampler(profile: str, steps: int | None = None) -> tuple[Sampler, dict]:
+    """07's sampler (DDIM + CFG on VQ latents, then the VQ decoder) with the profile's sizes."""
+    ld = importlib.import_module("mmlib.t2i.latent_diffusion")
+    vqvae = importlib.import_module("mmlib.t2i.vqvae")
+    pd = importlib.import_module("mmlib.t2i.pixel_diffusion")
+    sec = profiles.get(profile).latent_diffusion
+    loaded = _trained(ld, profile)            # (model, vq) when 07 exports a loader
+    if loaded is None:
+        torch.manual_seed(0)
+        model = ld.LatentDiffusion(ld.config_from_profile(sec))
+        vq_kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(sec.get("vq", {})).items()
+                 if k in vqvae.VQConfig.__dataclass_fields__}
+        vq_cfg = vqvae.VQConfig(**vq_kw)
+        if "image_size" not in vq_kw:         # the decoder must produce the UNet's latent size
+            vq_cfg.image_size = model.cfg.latent_size * vq_cfg.downsample
+        vq = vqvae.build_vqmodel(vq_cfg).eval()
+    else:
+        model, vq = loaded
+    cfg, sc = model.cfg, _sample_config(pd, sec, steps)
+
+    def sample(b: int) -> torch.Tensor:
+        text = torch.randn(b, cfg.max_tokens, cfg.text_dim)
+        mask = torch.ones(b, cfg.max_tokens, dtype=torch.bool)
+        z = ld.sample_latents(model.eval(), text, mask, text[0], mask[0], pd.SampleConfig(sc.sampler, sc.steps,
+                                                                                          sc.guidance, b))
+        return ld.decode_latents(vq, z)
+
+    return sample, {"model": "07 latent diffusion", "trained": loaded is not None, "steps": sc.steps,
+                    "sampler": sc.sampler, "guidance": sc.guidance,
+                    "params": sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in vq.parameters())}
+
+
+def infinity_sampler(model, tokenizer, sc) -> tuple[Sampler, dict]:
+    from .sampling import generate, to_uint8
+    from .transformer import Text
+    cfg = model.cfg
+
+    def sample(b: int) -> torch.Tensor:
+        t = Text(torch.randn(b, 24, cfg.d_text), torch.ones(b, 24, dtype=torch.bool), torch.randn(b, cfg.d_text))
+        return to_uint8(generate(model, tokenizer, t, sc, torch.Generator().manual_seed(0)))
+
+    return sample, {"model": "09 Infinity (ours)", "trained": True, "steps": len(cfg.scales),
+                    "sampler": "next-scale" + (", KV cache" if sc.use_cache else ""), "guidance": sc.cfg_scale,
+                    "params": sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in tokenizer.parameters())}
+
+
+def compare(profile: str, model, tokenizer, sc, batch_size: int = 8, repeats: int = 1,
+            diffusion_steps: int | None = None, warmup: bool = True) -> dict:
+    """Images/s of 06, 07 and 09 at ``batch_size``, in this process, one after the other.
+
+    ``diffusion_steps`` replaces 06/07's step count (smoke only: seconds instead of minutes; the
+    rows then say so and the ratio is not the study's comparison).
+
+    Returns ``{"rows": [...], "ratio_vs_06": x, "ratio_vs_07": y, ...}``; a sampler that cannot be
+    built is listed with its reason instead of a time.
+    """
+    import os
+    rows = []
+    builders = [("06", lambda: pixel_diffusion_sampler(profile, diffusion_steps)),
+                ("07", lambda: latent_diffusion_sampler(profile, diffusion_steps)),
+                ("09", lambda: infinity_sampler(model, tokenizer, sc))]
+    for nb, build in builders:
+        try:
+            sample, info = build()
+        except (ImportError, NotImplementedError, AttributeError, TypeError) as e:
+            rows.append({"notebook": nb, "images_per_second": None, "note": f"not timed: {e}"})
+            continue
+        with torch.no_grad():
+            ips = timed(sample, batch_size, repeats, warmup)
+        rows.append({"notebook": nb, **info, "images_per_second": ips, "seconds_per_image": 1 / ips})
+    speed = {r["notebook"]: r["images_per_second"] for r in rows}
+    out = {"rows": rows, "batch_size": batch_size, "repeats": repeats, "threads": torch.get_num_threads(),
+           "diffusion_steps_override": diffusion_steps,
+           "device": "cuda" if torch.cuda.is_available() else "cpu", "load_average": os.getloadavg()[0]}
+    for nb in ("06", "07"):
+        if speed.get(nb) and speed.get("09"):
+            out[f"ratio_vs_{nb}"] = speed["09"] / speed[nb]
+    return out
