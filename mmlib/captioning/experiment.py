@@ -1,0 +1,223 @@
+"""The steps of notebooks 02 and 03, as short calls: features -> vocabulary -> train -> decode ->
+score -> tables and figures. Both notebooks run the same pipeline; only the frozen encoder differs
+(``kind="cnn"`` or ``kind="clip"``).
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .. import ckpt, data, paths, profiles, results, train
+from ..eval import captions as metrics
+from . import decoding, encoders
+from .retrieval import retrieval_captions
+from .vocab import Vocab
+from .xattn import XAttnCaptioner, XAttnConfig, count_parameters
+
+NOTEBOOK = {"cnn": "02", "clip": "03"}
+SECTION = {"cnn": "caption_cnn", "clip": "caption_clip"}
+# the study's Table 2 rows 1-2 (real Flickr8k, seed-mode BLEU) and Table 1 rows 1-2
+STUDY_BLEU = {"cnn": (22.7, 13.9, 8.7, 5.2), "clip": (23.3, 15.5, 10.2, 6.2)}
+STUDY_PARAMS = {"cnn": ("ResNet-18", 512, "34.2M", "21.5M"), "clip": ("CLIP (ViT-B/32)", 768, "108M", "21.5M")}
+
+
+@dataclass
+class Features:
+    split: data.Split
+    train: torch.Tensor         # (N_train, T, C) float16 image tokens
+    val: torch.Tensor           # (N_val, T, C)
+    encoder: str                # encoder name for tables
+    encoder_params: int         # parameters of the frozen encoder (all frozen)
+    seconds: float              # spent encoding now (0.0 when read from the cache)
+    key: dict
+
+
+def settings(profile: str, kind: str) -> profiles.View:
+    return getattr(profiles.get(profile), SECTION[kind])
+
+
+def _file_digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+
+
+def image_encoder(profile: str, kind: str):
+    """The frozen encoder of a notebook and a fingerprint of its weights."""
+    if kind == "cnn":
+        enc = encoders.cnn_encoder(profile)
+        return enc, {"encoder": enc.name, "profile_weights": "paper" if profile == "paper" else "offline"}
+    s = settings(profile, kind)
+    if profile == "paper":
+        enc = encoders.clip_encoder(profile, pretrained=s.clip.pretrained, model_name=s.clip.model_name)
+        return enc, {"encoder": enc.name}
+    from .clip_pretrain import clip_dir
+    enc = encoders.clip_encoder(profile)
+    return enc, {"encoder": enc.name, "weights": _file_digest(clip_dir(profile) / "model.safetensors")}
+
+
+def features(profile: str, kind: str) -> Features:
+    """Frozen-encoder tokens of every train and val image, computed once (cached on disk)."""
+    s = settings(profile, kind)
+    split = data.load(profile)
+    names = [n for n, _ in split.train] + [n for n, _ in split.val]
+    enc, fingerprint = image_encoder(profile, kind)
+    key = {**fingerprint, "folder": str(split.folder), "size": s.image_size,
+           "names": hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]}
+    cache = paths.run_dir(profile, NOTEBOOK[kind]) / "features"
+    tokens, seconds = encoders.cached_features(enc, lambda: data.images(split.folder, names, s.image_size),
+                                               cache, key, batch_size=64)
+    n = len(split.train)
+    return Features(split, tokens[:n], tokens[n:], enc.name, count_parameters(enc)[0], seconds, key)
+
+
+def build_vocab(split: data.Split, all_captions: bool) -> Vocab:
+    caps = [c for _, cs in split.train for c in (cs if all_captions else cs[:1])]
+    return Vocab.build(caps)
+
+
+def decoder_config(s, vocab_size: int, d_image: int, n_image_tokens: int) -> XAttnConfig:
+    return XAttnConfig(vocab_size=vocab_size, d_image=d_image, n_image_tokens=n_image_tokens, n_layer=s.n_layer,
+                       n_head=s.n_head, n_embd=s.n_embd, d_ff=s.d_ff, dropout=s.dropout, block_size=s.max_len)
+
+
+def training_pairs(split: data.Split, vocab: Vocab, max_len: int, all_captions: bool) -> dict[str, torch.Tensor]:
+    """{"idx": (M,) training-image index, "tokens": (M, max_len)}; M = N (first caption) or 5N."""
+    per = 5 if all_captions else 1
+    caps = [c for _, cs in split.train for c in cs[:per]]
+    idx = torch.arange(len(split.train)).repeat_interleave(per)
+    return {"idx": idx, "tokens": vocab.encode_batch(caps, max_len)}
+
+
+def train_captioner(feats: Features, profile: str, kind: str, all_captions: bool | None = None,
+                    steps: int | None = None, seed: int = 0, retrain: bool = False):
+    """Build and train the decoder on cached features; returns (model, vocab, FitResult)."""
+    s = settings(profile, kind)
+    all_captions = s.all_captions if all_captions is None else all_captions
+    vocab = build_vocab(feats.split, all_captions)
+    cfg = decoder_config(s, len(vocab), feats.train.size(-1), feats.train.size(1))
+    torch.manual_seed(seed)
+    model = XAttnCaptioner(cfg)
+    image = feats.train
+
+    def loss_fn(m, batch):  # gathers the image tokens of the batch from the cached features
+        return m.loss(image[batch["idx"]].float(), batch["tokens"])
+
+    tcfg = train.TrainConfig(steps=steps or s.steps, batch_size=s.batch_size, lr=s.lr, warmup=s.warmup,
+                             weight_decay=0.01, seed=seed)
+    out = paths.run_dir(profile, NOTEBOOK[kind])
+    key = {"decoder": cfg.to_dict(), "features": feats.key, "all_captions": all_captions, "vocab": vocab.itos}
+    if retrain:
+        import shutil
+        shutil.rmtree(out / f"train-{ckpt.config_key({'train': asdict(tcfg), 'model': key})}",
+                      ignore_errors=True)
+    fit = train.fit(model, loss_fn, training_pairs(feats.split, vocab, s.max_len, all_captions), tcfg, out, key)
+    return model.eval(), vocab, fit
+
+
+def decode(model: XAttnCaptioner, feats: torch.Tensor, method: str = "beam", beam: int = 3,
+           max_len: int = 31, batch_size: int = 256) -> tuple[list[list[int]], float]:
+    """Token ids per image and seconds taken."""
+    t0 = time.perf_counter()
+    ids = decoding.generate(model, feats, method, beam, max_len, batch_size)
+    return ids, time.perf_counter() - t0
+
+
+def seed_refs(split: data.Split) -> dict[str, list[str]]:
+    """References of the val images as the study's BLEU read them (raw captions.txt lines)."""
+    from ..data.flickr8k import find_layout
+    raw = metrics.read_seed_refs(find_layout(split.folder)[0])
+    return {n: raw[n] for n, _ in split.val}
+
+
+def score(hyps: dict[str, str], split: data.Split) -> dict[str, float]:
+    """Seed-mode BLEU-1..4 and standard BLEU-1..4, CIDEr-D, ROUGE-L against all 5 val references."""
+    seed = metrics.seed_scores_from_refs(hyps, seed_refs(split))
+    std = metrics.standard_scores(hyps, split.refs("val"))
+    return {**{f"seed {k}": v for k, v in seed.items()}, **std}
+
+
+def ceiling(split: data.Split) -> dict[str, float]:
+    seed = metrics.human_ceiling(seed_refs(split), mode="seed")
+    std = metrics.human_ceiling(split.refs("val"), mode="standard")
+    return {**{f"seed {k}": v for k, v in seed.items()}, **std}
+
+
+def retrieval_baseline(feats: Features) -> dict[str, str]:
+    return retrieval_captions(feats.split.train, feats.train, [n for n, _ in feats.split.val], feats.val)
+
+
+def table2(profile: str, kind: str, rows: dict[str, dict[str, float]]) -> list[dict]:
+    """Rows of Table 2 for one notebook: seed-mode BLEU beside the study's, then standard metrics."""
+    data_name = "Flickr8k" if profile == "paper" else "world8k"
+    out = []
+    for label, sc in rows.items():
+        row = {"model": label, "profile / data": f"{profile} / {data_name}"}
+        row.update({f"BLEU-{i} (seed)": sc[f"seed BLEU-{i}"] for i in range(1, 5)})
+        row.update({k: sc[k] for k in ("BLEU-4", "CIDEr-D", "ROUGE-L")})
+        out.append(row)
+    study = {"model": f"study: {STUDY_PARAMS[kind][0]} + cross-attn decoder", "profile / data": "paper / Flickr8k"}
+    study.update({f"BLEU-{i} (seed)": b for i, b in enumerate(STUDY_BLEU[kind], 1)})
+    study.update({"BLEU-4": None, "CIDEr-D": None, "ROUGE-L": None})
+    return out + [study]
+
+
+def example_figure(split: data.Split, hyps: dict[str, str], others: dict[str, dict[str, str]], n: int = 6,
+                   size: int = 128):
+    """Validation images with the generated caption(s) and two references."""
+    import matplotlib.pyplot as plt
+    names = [nm for nm, _ in split.val[:n]]
+    imgs = data.images(split.folder, names, size)
+    refs = split.refs("val")
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 4.6))
+    for ax, name, im in zip(axes, names, imgs):
+        ax.imshow(im.permute(1, 2, 0).numpy())
+        ax.axis("off")
+        lines = [f"ours: {hyps[name]}"] + [f"{k}: {v[name]}" for k, v in others.items()]
+        lines += [f"ref: {r}" for r in refs[name][:2]]
+        ax.set_title("\n".join(_wrap(s) for s in lines), fontsize=7, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def _wrap(text: str, width: int = 44) -> str:
+    import textwrap
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def attention_figure(model: XAttnCaptioner, vocab: Vocab, split: data.Split, feats: torch.Tensor,
+                     index: int = 0, size: int = 128, skip_tokens: int = 0):
+    """Cross-attention (mean over heads and layers) over the image grid for each generated word.
+
+    ``skip_tokens`` image tokens that are not grid cells (CLIP's CLS) are left out of the maps; the
+    share of attention they took is printed in each title."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    name = split.val[index][0]
+    img = data.images(split.folder, [name], size)[0].permute(1, 2, 0).numpy()
+    mem = feats[index:index + 1].float()
+    ids = decoding.generate(model, mem, "greedy", max_len=model.cfg.block_size - 1)[0]
+    toks = torch.tensor([[model.bos_id] + ids])
+    maps = model.cross_attention_maps(mem, toks)[0]               # (T, N): row t predicts token t+1
+    n_grid = maps.size(1) - skip_tokens
+    g = int(round(n_grid ** 0.5))
+    words = [vocab.itos[i] for i in ids] + ["<eos>"]
+    cols = min(len(words), 8)
+    rows = (len(words) + 1 + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for t, w in enumerate(words):
+        att = maps[t, skip_tokens:].reshape(g, g).numpy()
+        ax = axes.flat[t]
+        ax.imshow(img)
+        ax.imshow(np.kron(att / att.max(), np.ones((size // g, size // g))), alpha=0.55, cmap="jet",
+                  extent=(0, size, size, 0))
+        extra = f" (CLS {100 * maps[t, :skip_tokens].sum():.0f}%)" if skip_tokens else ""
+        ax.set_title(f"{w}{extra}", fontsize=8)
+    fig.suptitle("cross-attention of each generated word over the image grid", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,100 @@
+"""World CLIP pretraining and the paper-profile encoder paths, offline with tiny stand-ins."""
+import pytest
+import torch
+
+from mmlib import paths
+from mmlib.captioning import clip_pretrain as cp
+from mmlib.captioning import encoders, params
+
+TINY = cp.WorldCLIPConfig(image_size=32, patch_size=8, vision_width=32, vision_layers=1, text_width=32,
+                          text_layers=1, heads=2, embed_dim=16, context_length=16)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def batch(n=8):
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
+    caps = [f"a {c} dog on the {b}" for c, b in zip(["red", "blue", "green", "black", "white", "brown", "pink", "grey"],
+                                                      ["grass", "beach", "street", "snow", "road", "floor", "sand", "hill"])][:n]
+    toks = cp.tokenize("smoke", caps, TINY.context_length)                   # offline CLIP BPE
+    return images, toks[:, None].expand(n, 5, -1).contiguous()             # 5 identical "captions" each
+
+
+def test_infonce_learns_the_pairs():
+    torch.manual_seed(0)
+    model = cp.build(TINY)
+    images, toks = batch()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(40):
+        loss, _ = cp.infonce_loss(model, {"image": images, "tokens": toks})
+        first = first or loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.3 * first
+    img, txt = cp.embed(model, images, toks[:, 0])
+    assert cp.recall_at_k(img, txt, torch.arange(8), ks=(1,))["t2i R@1"] == 100.0
+
+
+def test_recall_at_k_counts_any_of_the_captions():
+    img = torch.eye(3)
+    txt = torch.tensor([[0, 1, 0], [1, 0, 0], [0, 0, 1], [0.9, 0.1, 0]])    # captions of images 0, 0, 2, 1
+    r = cp.recall_at_k(img, txt, torch.tensor([0, 0, 2, 1]), ks=(1,))
+    assert r["i2t R@1"] == pytest.approx(100 * 2 / 3)    # image 1's nearest caption belongs to image 0
+    assert r["t2i R@1"] == pytest.approx(100 * 2 / 4)
+
+
+def test_save_and_load_world_clip(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "RUNS", tmp_path)
+    model = cp.build(TINY).eval()
+    with pytest.raises(FileNotFoundError, match="03_caption_clip"):
+        cp.load_world_clip("smoke")
+    cp.save_world_clip(model, TINY, "smoke", {"t2i R@1": 1.0})
+    loaded = cp.load_world_clip("smoke")
+    assert (tmp_path / "smoke" / "03" / "clip" / "model.safetensors").exists()
+    assert not any(p.requires_grad for p in loaded.parameters())
+    images, toks = batch(2)
+    x = cp.normalize_images(images)
+    assert torch.allclose(model.encode_image(x), loaded.encode_image(x))
+    assert torch.allclose(model.encode_text(toks[:, 0]), loaded.encode_text(toks[:, 0]))
+
+
+def test_vit_tokens_are_the_sequence_behind_the_pooled_embedding():
+    model = cp.build(TINY).eval()
+    enc = encoders.ViTTokens(model.visual, "tiny")
+    images = torch.rand(2, 3, 32, 32)
+    tokens = enc(images)                                                    # (B, 1 + 4×4, width)
+    assert tokens.shape == (2, 17, 32)
+    pooled = model.encode_image((images - enc.mean) / enc.std)
+    assert torch.allclose(tokens[:, 0] @ model.visual.proj, pooled, atol=1e-5)  # CLS -> CLIP embedding
+
+
+def test_paper_clip_architecture_on_meta_device():
+    import open_clip
+    with torch.device("meta"):
+        visual = open_clip.create_model("ViT-B-32", pretrained=None, device="meta").visual
+        tokens = encoders.ViTTokens(visual, "ViT-B-32")(torch.rand(2, 3, 224, 224))
+    assert tokens.shape == (2, 50, 768)                                     # CLS + 7×7 patches, width 768
+
+
+def test_paper_cnn_is_resnet18_grid_without_weights():
+    enc = encoders.cnn_encoder("paper", pretrained=False)
+    assert enc.name == "resnet18" and enc.channels == 512
+    with torch.no_grad():
+        assert enc(torch.rand(1, 3, 224, 224)).shape == (1, 49, 512)      # 7×7 grid -> 49 tokens
+    assert not any(p.requires_grad for p in enc.parameters())
+
+
+def test_paper_parameter_counts_on_meta():
+    encoder, decoder = params.paper_models("cnn", vocab_size=4000)
+    assert sum(p.numel() for p in encoder.parameters()) == 11_176_512       # ResNet-18 conv layers
+    assert decoder.cfg.n_layer == 6 and decoder.cfg.n_embd == 512
+    assert next(decoder.parameters()).device.type == "meta"
