@@ -10,14 +10,6 @@ TINY = cp.WorldCLIPConfig(image_size=32, patch_size=8, vision_width=32, vision_l
                           text_layers=1, heads=2, embed_dim=16, context_length=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def batch(n=8):
     torch.manual_seed(0)
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)

@@ -1,17 +1,8 @@
 """KV-cached decoding equals naive recomputation; EOS stops and pads (mmlib/captioning/decoding.py)."""
-import pytest
 import torch
 
 from mmlib.captioning.decoding import Recompute, beam_search, generate, greedy, strip
 from mmlib.captioning.xattn import XAttnCaptioner, XAttnConfig
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def model(seed=0, vocab=30) -> XAttnCaptioner:

@@ -1,20 +1,10 @@
 """BLIP-2 stage 1 (mmlib/captioning/qformer.py): the attention masks of ITC / ITM / ITG, hard-negative
 mining, agreement with a reference BERT, a tiny overfit that captions through [DEC], the paper loader."""
-import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from mmlib.captioning.qformer import (QFormer, QFormerConfig, TextCodec, attention_mask, generate_captions,
                                       hard_negatives, init_from_text_encoder, qformer_loss)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds synchronisation, which costs a lot on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 WORDS = "a an the dog dogs man woman girl boy runs jumps on in grass water red blue two ball .".split()

@@ -1,7 +1,6 @@
 """BLIP-2 stage 2 (mmlib/captioning/qformer_llm.py): loss only on caption + EOS, the LLM frozen and absent
 from checkpoints, padding inert, generation stopping at EOS, Q-former weights from stage 1 or a BLIP-2
 checkpoint (tiny stand-ins written with save_pretrained)."""
-import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -10,15 +9,6 @@ from mmlib import ckpt, train
 from mmlib.captioning.qformer import QFormer, QFormerConfig, blip2_vision, load_blip2_state
 from mmlib.captioning.qformer_llm import (QFormerLLM, QFormerLLMConfig, blip2_qformer_config, caption_loss,
                                           load_query_branch, tiny_causal_lm)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds synchronisation, which costs a lot on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 WORDS = "a dog runs on the grass two men jump girl in water blue ball . generate simple short caption :".split()

@@ -1,18 +1,8 @@
 """Invariants of the cross-attention captioner (mmlib/captioning/xattn.py)."""
-import pytest
 import torch
 
 from mmlib.captioning.vocab import Vocab
 from mmlib.captioning.xattn import XAttnCaptioner, XAttnConfig, count_parameters
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (two threads on a loaded 2-core machine: 30× slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny(**kw) -> XAttnCaptioner:
