@@ -84,3 +84,14 @@ def load_weights(path: Path, expect_config: dict | None = None) -> dict[str, tor
         if meta != want:
             raise ValueError(f"{path} was written for another config:\n  file: {meta}\n  want: {want}")
     return load_file(str(path))
+
+
+def read_config(path: Path) -> dict | None:
+    """The config a ``save_weights`` export was written with (None when it carries none)."""
+    from safetensors import safe_open
+
+    if not Path(path).exists():
+        raise FileNotFoundError(path)
+    with safe_open(str(path), "pt") as f:
+        meta = (f.metadata() or {}).get("config")
+    return json.loads(meta) if meta is not None else None

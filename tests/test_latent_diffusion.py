@@ -126,3 +126,22 @@ def test_paper_loaders_read_tiny_stand_ins(tmp_path):
     ids = pretrained.clip_tokenizer("smoke", context_length=16)(["a man on the beach"])
     assert torch.allclose(ldm.clip_token_features(loaded, ids), ldm.clip_token_features(src, ids), atol=1e-6)
     assert not any(p.requires_grad for p in loaded.parameters())
+
+
+def test_export_round_trips_unet_and_vq(tmp_path, monkeypatch):
+    import pytest
+
+    from mmlib import paths
+
+    monkeypatch.setattr(paths, "RUNS", tmp_path)
+    with pytest.raises(FileNotFoundError, match="run notebook 07"):
+        ldm.load_trained("smoke")
+    vcfg = vqvae.VQConfig(image_size=16, block_out_channels=(8, 16), norm_num_groups=4, num_codes=16)
+    torch.manual_seed(0)
+    vq, model = vqvae.build_vqmodel(vcfg), ldm.LatentDiffusion(tiny_cfg(latent_scale=0.5))
+    ldm.export_trained("smoke", model, vq, vcfg)
+    model2, vq2 = ldm.load_trained("smoke")
+    assert model2.cfg == model.cfg
+    for a, b in ((model, model2), (vq, vq2)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -162,3 +162,21 @@ def test_paper_text_encoder_loads_a_local_bert_stand_in(tmp_path, monkeypatch):
     cfg = pd.PixelDiffusionConfig(**{**TINY.key(), "text_dim": enc.dim, "max_tokens": 10})
     out = pd.PixelDiffusion(cfg)(torch.randn(2, 3, 8, 8), torch.tensor([1, 2]), emb, mask)
     assert out.shape == (2, 3, 8, 8)
+
+
+def test_export_round_trips_and_feeds_the_speed_comparison(tmp_path, monkeypatch):
+    from mmlib import paths
+    from mmlib.t2i.infinity import speed
+
+    monkeypatch.setattr(paths, "RUNS", tmp_path)
+    with pytest.raises(FileNotFoundError, match="run notebook 06"):
+        pd.load_trained("smoke")
+    assert speed._trained(pd, "smoke") is None          # before 06 has run: the untrained model is timed
+    m = model(seed=3)
+    path = pd.export_trained("smoke", m)
+    assert path.suffix == ".safetensors" and path.is_relative_to(tmp_path)
+    back = pd.load_trained("smoke")
+    assert back.cfg == TINY and not any(p.requires_grad for p in back.parameters())
+    for (k, a), (k2, b) in zip(m.state_dict().items(), back.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+    assert isinstance(speed._trained(pd, "smoke"), pd.PixelDiffusion)

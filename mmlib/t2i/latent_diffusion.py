@@ -357,3 +357,40 @@ def prompt_grid_figure(images: torch.Tensor, prompts: Sequence[str], n_cols: int
         axes[r, 0].set_ylabel(p.replace("a girl in ", ""), fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- export (09's speed comparison)
+
+
+def export_dir(profile: str) -> Path:
+    from ..paths import run_dir
+    return run_dir(profile, "07") / "export"
+
+
+def export_trained(profile: str, model: LatentDiffusion, vq, vq_cfg) -> Path:
+    """Write the trained latent UNet (EMA) and the first stage's ``VQModel`` with their configs."""
+    from ..ckpt import save_weights
+    d = export_dir(profile)
+    save_weights(d / "vqmodel.safetensors", vq.state_dict(), asdict(vq_cfg))
+    save_weights(d / "ldm.safetensors", model.state_dict(), asdict(model.cfg))
+    return d
+
+
+def load_trained(profile: str):
+    """``(model, vq)`` as notebook 07 trained and exported them in ``profile``; FileNotFoundError before."""
+    from ..ckpt import load_weights, read_config
+    from .vqvae import VQConfig, build_vqmodel
+
+    d = export_dir(profile)
+    if not (d / "ldm.safetensors").exists() or not (d / "vqmodel.safetensors").exists():
+        raise FileNotFoundError(f"{d}: run notebook 07 in profile {profile!r} first")
+
+    def cfg_of(cls, path):
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in read_config(path).items()})
+
+    vq_cfg, cfg = cfg_of(VQConfig, d / "vqmodel.safetensors"), cfg_of(LDMConfig, d / "ldm.safetensors")
+    vq = build_vqmodel(vq_cfg)
+    vq.load_state_dict(load_weights(d / "vqmodel.safetensors", asdict(vq_cfg)))
+    model = LatentDiffusion(cfg)
+    model.load_state_dict(load_weights(d / "ldm.safetensors", asdict(cfg)))
+    return model.eval().requires_grad_(False), vq.eval().requires_grad_(False)

@@ -352,3 +352,31 @@ def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncol: 
                 ax.set_title(titles[i], fontsize=6, wrap=True)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- export (09's speed comparison)
+
+
+def export_path(profile: str) -> Path:
+    from ..paths import run_dir
+    return run_dir(profile, "06") / "export" / "pixel_diffusion.safetensors"
+
+
+def export_trained(profile: str, model: PixelDiffusion) -> Path:
+    """Write the trained (EMA) weights with their config, for ``load_trained`` (safetensors, atomic)."""
+    from ..ckpt import save_weights
+    return save_weights(export_path(profile), model.state_dict(), asdict(model.cfg))
+
+
+def load_trained(profile: str) -> PixelDiffusion:
+    """The model notebook 06 trained and exported in ``profile``; FileNotFoundError before it has run."""
+    from ..ckpt import load_weights, read_config
+
+    path = export_path(profile)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: run notebook 06 in profile {profile!r} first")
+    raw = read_config(path)
+    cfg = PixelDiffusionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    model = PixelDiffusion(cfg)
+    model.load_state_dict(load_weights(path, asdict(cfg)))
+    return model.eval().requires_grad_(False)

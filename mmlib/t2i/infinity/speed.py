@@ -7,7 +7,7 @@ next-scale passes + the tokenizer's decoder). 06 and 07 are loaded from their ex
 their notebooks have run; otherwise their *untrained* models of the profile's size are timed, which
 costs the same per step (sampling never branches on weight values) -- each row says which. A
 notebook exports its trained model to this comparison by offering ``load_trained(profile)`` in its
-module (06: the UNet; 07: ``(unet, vq)``); none does yet.
+module (06: ``PixelDiffusion``; 07: ``(LatentDiffusion, VQModel)``), read from the exports their notebooks write.
 Text inputs are random tensors of the encoder's shape: the text encoder runs once per prompt in all
 three and is left out of the timing.
 """
