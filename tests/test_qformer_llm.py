@@ -59,6 +59,19 @@ def test_padding_is_inert():
     assert torch.allclose(m(img, ids, mask), m(img, *longer), atol=1e-5)
 
 
+def test_loss_equals_full_sequence_cross_entropy():
+    """forward() trims padding columns and keeps only the caption logits: same loss as the plain recipe
+    (all logits, labels from build_inputs, shifted by one)."""
+    import torch.nn.functional as F
+    m = tiny().eval()
+    img = torch.randn(4, 5, 12)
+    ids, mask = m.encode_captions(CAPTIONS)
+    x, att, labels = m.build_inputs(img, ids, mask)
+    logits = m.llm(inputs_embeds=x, attention_mask=att).logits[:, :-1]
+    ref = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=-100)
+    assert torch.allclose(m(img, ids, mask), ref, atol=1e-5)
+
+
 def test_llm_frozen_and_absent_from_checkpoint(tmp_path):
     m = tiny()
     before = {k: v.clone() for k, v in m.llm.state_dict().items()}

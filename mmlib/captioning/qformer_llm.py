@@ -104,9 +104,15 @@ class QFormerLLM(nn.Module):
 
     def forward(self, image: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Caption loss: image (B, N, d), ids/mask (B, T) from ``encode_captions`` -> scalar."""
-        x, att, labels = self.build_inputs(image, ids, mask)
-        logits = self.llm(inputs_embeds=x, attention_mask=att).logits[:, :-1].float()
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=-100)
+        keep = int(mask.sum(1).max())              # trailing all-padding columns cost compute, not loss
+        ids, mask = ids[:, :keep], mask[:, :keep]
+        x, att, _ = self.build_inputs(image, ids, mask)
+        # LM-head logits only where a caption token (or its EOS) is predicted: the last prefix position and
+        # every caption position but the last; the frozen 49k-word head on the prompt/query positions was
+        # a fifth of the step's compute
+        logits = self.llm(inputs_embeds=x, attention_mask=att, logits_to_keep=keep + 1).logits[:, :-1].float()
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), ids.masked_fill(~mask, -100).reshape(-1),
+                               ignore_index=-100)
 
     # --- decoding ------------------------------------------------------------------------------
     def sentence_end_ids(self) -> list[int]:
