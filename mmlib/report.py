@@ -11,16 +11,20 @@ Prose stays as written; every number comes from ``runs/<profile>/results/*.json`
 
 Markers are kept in the output, so the built report can be diffed against a rebuild.
 A result that is missing renders as ``(not run: KEY)`` — never as a stale or typed number.
+Every saved result the report read is also written to ``report/results-<profile>.json`` (committed
+with the cpu report): ``tests/test_report.py`` rebuilds ``report.md`` from it and, where the run
+folder exists, checks it against the notebooks' saved results.
 
     python -m mmlib.report --profile cpu
 """
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import results
 from .paths import FIGURES, ROOT
@@ -59,13 +63,27 @@ def lookup(obj: Any, path: str) -> Any:
     return obj
 
 
-def fill(text: str, profile: str) -> tuple[str, list[str]]:
-    """Fill every marker of ``text``; returns the text and the keys that had no saved result."""
+def snapshot_path(profile: str) -> Path:
+    return SECTIONS / f"results-{profile}.json"
+
+
+def fill(text: str, profile: str, source: Callable[[str], Any] | None = None,
+         used: dict[str, Any] | None = None) -> tuple[str, list[str]]:
+    """Fill every marker of ``text``; returns the text and the keys that had no saved result.
+
+    ``source(key)`` gives a saved result or None (default: ``results.load`` of ``profile``);
+    every result read is recorded in ``used`` when given."""
     missing: list[str] = []
+
+    def load(key: str) -> Any:
+        saved = source(key) if source else results.load(profile, key, default=None)
+        if used is not None and saved is not None:
+            used[key] = saved
+        return saved
 
     def table(m: re.Match) -> str:
         key = m["key"]
-        saved = results.load(profile, key, default=None)
+        saved = load(key)
         if saved is None:
             missing.append(key)
             body = f"(not run: {key})"
@@ -75,7 +93,7 @@ def fill(text: str, profile: str) -> tuple[str, list[str]]:
 
     def value(m: re.Match) -> str:
         key, path, spec = m["key"], m["path"] or "", m["fmt"]
-        saved = results.load(profile, key, default=None)
+        saved = load(key)
         try:
             body = fmt_cell(lookup(saved, path), spec) if saved is not None else None
         except (KeyError, IndexError, TypeError):
@@ -90,11 +108,26 @@ def fill(text: str, profile: str) -> tuple[str, list[str]]:
     return VALUE.sub(value, text), missing
 
 
-def build(profile: str, out: Path = ROOT / "report.md", figures_out: Path = FIGURES) -> list[str]:
-    """Write the report for ``profile``; returns the result keys that are still missing."""
-    parts = [p.read_text() for p in sorted(SECTIONS.glob("*.md"))]
-    text, missing = fill("\n\n".join(parts), profile)
-    text = text.replace("{{profile}}", profile)
+def template() -> str:
+    return "\n\n".join(p.read_text() for p in sorted(SECTIONS.glob("*.md")))
+
+
+def render(profile: str, source: Callable[[str], Any] | None = None,
+           used: dict[str, Any] | None = None) -> tuple[str, list[str]]:
+    text, missing = fill(template(), profile, source, used)
+    return text.replace("{{profile}}", profile), missing
+
+
+def build(profile: str, out: Path = ROOT / "report.md", figures_out: Path = FIGURES,
+          snapshot: Path | None = None) -> list[str]:
+    """Write the report for ``profile`` and the snapshot of the results it read; returns the result
+    keys that are still missing."""
+    used: dict[str, Any] = {}
+    text, missing = render(profile, used=used)
+    if snapshot is None:        # the committed report's snapshot lives beside its templates
+        snapshot = snapshot_path(profile) if Path(out) == ROOT / "report.md" else Path(out).with_suffix(".results.json")
+    results.atomic_write_text(snapshot,
+                              json.dumps(used, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
     figures_out.mkdir(parents=True, exist_ok=True)
     for name in sorted(set(FIGURE.findall(text))):
         src = results.figures_dir(profile) / f"{name}.png"

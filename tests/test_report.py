@@ -1,4 +1,6 @@
 """report.md is filled only from saved results; claims are verdicts computed from them."""
+import json
+
 import pytest
 
 from mmlib import claims, report, results
@@ -37,3 +39,38 @@ def test_claims_follow_the_numbers(runs):
     results.save("cpu", "03_scores", scores(0.5, 5))
     rows = {r["study's claim"][:20]: r["verdict"] for r in claims.check("cpu")}
     assert rows["CLIP beats the Image"].startswith("does not hold")
+
+
+def test_build_records_what_it_read_and_the_snapshot_rebuilds_the_report(runs, tmp_path):
+    results.save("cpu", "v", {"x": 0.125})
+    out = tmp_path / "r" / "report.md"
+    out.parent.mkdir()
+    report.build("cpu", out, tmp_path / "figs")
+    snap = json.loads(out.with_suffix(".results.json").read_text())
+    assert "v" not in snap          # the real templates do not read the key "v"
+    text, _ = report.render("cpu", source=snap.get)
+    assert text == out.read_text()
+
+
+# ---- the committed report against its snapshot and the notebooks' saved results
+COMMITTED = report.ROOT / "report.md"
+SNAPSHOT = report.snapshot_path("cpu")
+
+
+@pytest.mark.skipif(not SNAPSHOT.exists(), reason="no committed report snapshot (report/results-cpu.json)")
+def test_committed_report_is_its_templates_filled_from_its_snapshot():
+    """report.md = report/*.md filled from report/results-cpu.json: no number typed or left stale."""
+    snap = json.loads(SNAPSHOT.read_text())
+    text, _ = report.render("cpu", source=snap.get)
+    assert text == COMMITTED.read_text(), "report.md is stale: rerun `python -m mmlib.report --profile cpu`"
+
+
+def test_committed_report_matches_the_saved_cpu_results():
+    """Where this machine has run the cpu notebooks, their saved results are the ones in report.md."""
+    from mmlib.paths import RUNS
+    saved_dir = RUNS / "cpu" / "results"
+    if not saved_dir.is_dir() or not SNAPSHOT.exists():
+        pytest.skip(f"no cpu run here ({saved_dir}); CI checks the report against its snapshot only")
+    snap = json.loads(SNAPSHOT.read_text())
+    differ = [k for k, v in snap.items() if results.load("cpu", k, default=None) != v]
+    assert not differ, f"saved cpu results differ from report.md (rebuild the report): {differ[:10]}"
