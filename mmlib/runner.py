@@ -10,10 +10,12 @@ result ``runtime`` (the report's run-time table); finally ``report.md`` is rebui
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -35,9 +37,62 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return found
 
 
+def _module_file(name: str) -> Path | None:
+    """``mmlib.a.b`` -> its source file (module or package ``__init__``), None if it is not a module."""
+    base = ROOT.joinpath(*name.split("."))
+    for p in (base.with_suffix(".py"), base / "__init__.py"):
+        if p.is_file():
+            return p
+    return None
+
+
+def _imports(tree: ast.AST, package: str) -> set[str]:
+    """Every ``mmlib`` module named by the imports of ``tree`` (relative ones resolved against
+    ``package``), plus string literals such as ``importlib.import_module("mmlib.t2i.x")``."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join(parts + ([mod] if mod else []))
+            found.add(mod)
+            found |= {f"{mod}.{a.name}" for a in node.names}      # ``from pkg import module``
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"mmlib(\.\w+)+", node.value):
+            found.add(node.value)
+    out = set()
+    for name in found:
+        if name == "mmlib" or name.startswith("mmlib."):
+            parts = name.split(".")
+            out |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)}   # parent packages run too
+    return out
+
+
+def dependencies(nb: Path) -> list[Path]:
+    """The ``mmlib`` source files a notebook can execute: the closure of its imports."""
+    import nbformat
+
+    cells = [c.source for c in nbformat.read(str(nb), as_version=4).cells if c.cell_type == "code"]
+    code = "\n".join(line for cell in cells for line in cell.splitlines() if not line.lstrip().startswith(("%", "!")))
+    todo, seen = _imports(ast.parse(code), "mmlib"), set()
+    while todo:
+        name = todo.pop()
+        path = _module_file(name)
+        if name in seen or path is None:
+            continue
+        seen.add(name)
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        todo |= _imports(ast.parse(path.read_text()), package) - seen
+    return sorted({_module_file(n) for n in seen})
+
+
 def inputs_stamp(nb: Path, profile: str) -> str:
+    """Hash of what decides a notebook's outputs: the notebook, the requirements and the ``mmlib``
+    files it imports (directly or not), so an edit elsewhere does not rerun it."""
     h = hashlib.sha256(profile.encode())
-    for p in [nb, ROOT / "requirements.txt", *sorted((ROOT / "mmlib").rglob("*.py"))]:
+    for p in [nb, ROOT / "requirements.txt", *dependencies(nb)]:
         h.update(p.relative_to(ROOT).as_posix().encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
@@ -85,6 +140,8 @@ def run(profile: str, only: list[str] | None = None, force: bool = False) -> int
             return 1
         seconds = time.perf_counter() - t0
         stamp_file.write_text(stamp)
+        # re-read: another runner (a second queue) may have saved its notebooks' times meanwhile
+        times = {**results.load(profile, "runtime", default={"notebooks": {}}), "machine": times["machine"]}
         entry = times["notebooks"].setdefault(nb.stem, {})
         entry["cached_run" if entry.get("stamp") == stamp else "seconds"] = round(seconds, 1)
         entry["stamp"] = stamp
