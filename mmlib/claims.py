@@ -77,8 +77,12 @@ def colour_words(profile: str) -> tuple[str, bool | None]:
     c = _get(profile, "06_colour_words")
     if not c:
         return "06 not run", None
-    return (f"oracle reads the prompted dress colour in {100 * c['clothing_colour']:.0f} % of samples "
-            f"(chance {100 * c['chance']:.1f} %)"), c["clothing_colour"] > 2 * c["chance"]
+    # holds when the colour asked for is read significantly more often than chance (one-sided binomial)
+    p = c.get("p_value")
+    return (f"oracle reads the prompted dress colour in {100 * c['clothing_colour']:.0f} % of "
+            f"{c.get('n', 'the')} samples (chance {100 * c['chance']:.1f} %"
+            + (f", binomial p = {p:.2g})" if p is not None else ")")), \
+        (p is not None and p < 0.01 and c["clothing_colour"] > c["chance"])
 
 
 def ldm_semantics(profile: str) -> tuple[str, bool | None]:

@@ -117,7 +117,7 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
                                text_dim=384, max_tokens=24),
                     steps=1200, batch_size=32, lr=1e-3, warmup=50, ema=0.995, ckpt_every=100,
                     sampler="ddim", sample_steps=20, guidance=4.0, sample_batch=50, figure_samples=4,
-                    captions_per_image=2, compare_prompts=24),
+                    colour_samples=16, captions_per_image=2, compare_prompts=24),
         "paper": dict(model=dict(image_size=64, block_out_channels=(64, 128, 256, 256), layers_per_block=2,
                                  down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
                                                    "DownBlock2D", "DownBlock2D"),
@@ -127,7 +127,7 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
                                  text_dim=768, max_tokens=40),
                       steps=30000, batch_size=64, lr=2e-4, warmup=500, ema=0.999, ckpt_every=2000,
                       sampler="ddim", sample_steps=50, guidance=4.0, sample_batch=64, figure_samples=4,
-                      captions_per_image=1, compare_prompts=64),
+                      colour_samples=16, captions_per_image=1, compare_prompts=64),
     },
     # 07 — VQ-VAE + latent diffusion, CLIP text encoder (issue 5)
     # vq: first stage (mmlib.t2i.vqvae.VQConfig), f = 2**(len(block_out_channels)-1); model: the latent UNet
