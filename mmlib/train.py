@@ -57,6 +57,8 @@ class FitResult:
     train_dir: Path
     mixed_precision: str
     ema: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    train_seconds: float | None = None  # wall time of the whole run, summed over the calls that trained it
+                                        # (None for checkpoints written before this was recorded)
 
     @property
     def cached(self) -> bool:
@@ -149,6 +151,7 @@ def fit(
     ema = {n: p.detach().clone().float() for n, p in zip(names, params)} if cfg.ema else None
 
     step, history, resumed_from = 0, [], None
+    timing_file = train_dir / "timing.json"     # {"step": s, "seconds": training wall time up to step s}
     found = ckpt.checkpoints(train_dir)
     if found:
         state = ckpt.load_checkpoint(found[-1])
@@ -167,6 +170,9 @@ def fit(
             ema = state["ema"]
         step = resumed_from = int(state["step"])
         history = [h for h in json.loads((train_dir / "history.json").read_text()) if h["step"] <= step]
+    timing = json.loads(timing_file.read_text()) if timing_file.exists() else None
+    before = timing["seconds"] if timing and timing["step"] == step else (0.0 if step == 0 else None)
+    elapsed = {"seconds": before}
 
     def checkpoint(at: int) -> None:
         own = accelerator.unwrap_model(model)
@@ -177,6 +183,9 @@ def fit(
             state["ema"] = ema
         if accelerator.is_main_process:
             atomic_write_text(train_dir / "history.json", json.dumps(history))
+            if before is not None:
+                elapsed["seconds"] = before + time.perf_counter() - t0
+                atomic_write_text(timing_file, json.dumps({"step": at, **elapsed}))
             ckpt.save_checkpoint(train_dir / f"ckpt-{at:07d}.pt", state)
             ckpt.prune(train_dir, cfg.keep)
 
@@ -212,8 +221,9 @@ def fit(
             checkpoint(step)
     bar.close()
     model.eval()
-    return FitResult(history=history, steps=step, seconds=time.perf_counter() - t0 if resumed_from != step else 0.0,
-                     resumed_from=resumed_from, train_dir=train_dir, mixed_precision=precision, ema=ema)
+    seconds = time.perf_counter() - t0 if resumed_from != step else 0.0
+    return FitResult(history=history, steps=step, seconds=seconds, resumed_from=resumed_from, train_dir=train_dir,
+                     mixed_precision=precision, ema=ema, train_seconds=elapsed["seconds"])
 
 
 def load_ema(model: torch.nn.Module, ema: dict[str, torch.Tensor]) -> None:

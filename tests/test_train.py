@@ -50,6 +50,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     for (n, p), q in zip(model_a.named_parameters(), model_c.parameters()):
         assert torch.equal(p, q), n
     assert ra.history == rb2.history
+    assert rb2.train_seconds > rb1.train_seconds > 0        # both calls' training time, summed
     for k in ra.ema:
         assert torch.equal(ra.ema[k], rb2.ema[k])
 
@@ -60,6 +61,8 @@ def test_finished_run_is_reloaded_not_retrained(tmp_path):
     again, _ = make(seed=5)
     second = train.fit(again, loss_fn, data, CFG, tmp_path, key={"m": 1}, progress=False)
     assert second.cached and second.seconds == 0.0 and second.train_dir == first.train_dir
+    assert second.train_seconds == first.train_seconds > 0   # the run's cost is remembered
+    assert abs(first.train_seconds - first.seconds) < 0.5
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), again.parameters()))
 
 
