@@ -249,3 +249,14 @@ def test_t5_text_encoder_loads_offline(tmp_path):
     assert t.tokens.shape == (2, 8, 16) and enc.dim == 16
     assert t.mask[0].sum() < t.mask[1].sum()
     assert torch.allclose(t.pooled, textenc.pool(t.tokens, t.mask))
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_settings_take_every_profile_key_by_name(profile):
+    from mmlib import profiles
+    from mmlib.t2i.infinity import pipeline
+    sec, s = profiles.get(profile).infinity, pipeline.settings(profile)
+    for key in ("flip_prob", "max_tokens", "n_train", "captions_per_image", "sample_batch", "speed_batch",
+                "speed_diffusion_steps", "text_encoder"):
+        if key in sec:
+            assert getattr(s, key) == sec[key], key

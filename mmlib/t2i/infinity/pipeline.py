@@ -48,9 +48,11 @@ def settings(profile: str, **overrides) -> Settings:
     tok = TokenizerConfig(**sec["tokenizer"])
     tr = TransformerConfig(bits=tok.bits, scales=tok.scales, **sec["transformer"])
     return Settings(tok, tr, train.TrainConfig(**sec["tokenizer_train"]), train.TrainConfig(**sec["transformer_train"]),
-                    SamplingConfig(**sec.get("sampling", {})), sec.get("flip_prob", 0.1), sec.get("text_encoder"),
-                    sec.get("max_tokens", 24), sec.get("n_train"), sec.get("sample_batch", 32),
-                    sec.get("speed_batch", 8), sec.get("speed_diffusion_steps"), sec.get("captions_per_image", 5))
+                    SamplingConfig(**sec.get("sampling", {})), flip_prob=sec.get("flip_prob", 0.1),
+                    text_encoder=sec.get("text_encoder"), max_tokens=sec.get("max_tokens", 24),
+                    n_train=sec.get("n_train"), captions_per_image=sec.get("captions_per_image", 5),
+                    sample_batch=sec.get("sample_batch", 32), speed_batch=sec.get("speed_batch", 8),
+                    speed_diffusion_steps=sec.get("speed_diffusion_steps"))
 
 
 @dataclass
