@@ -56,7 +56,8 @@ def lora_style(profile: str) -> tuple[str, bool | None]:
         return "08 not run", None
     rows = {r["images"]: r for r in t["rows"]}
     base = next((r for k, r in rows.items() if "base" in k.lower()), None)
-    lora = next((r for k, r in rows.items() if "lora" in k.lower()), None)
+    loras = [r for k, r in rows.items() if "lora" in k.lower()]    # weights 0.5 then 1: judge the full adapter
+    lora = loras[-1] if loras else None
     if base is None or lora is None:
         return "08 rows missing", None
     return (f"photo-style share {base['photo style %']:.0f} % → {lora['photo style %']:.0f} %; "
