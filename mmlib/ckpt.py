@@ -76,10 +76,7 @@ def save_weights(path: Path, tensors: dict[str, torch.Tensor], config: dict | No
 def load_weights(path: Path, expect_config: dict | None = None) -> dict[str, torch.Tensor]:
     """Load a safetensors export; refuse one written for another config."""
     if expect_config is not None:
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            meta = (f.metadata() or {}).get("config")
+        meta = json.dumps(read_config(path), sort_keys=True, default=str)
         want = json.dumps(expect_config, sort_keys=True, default=str)
         if meta != want:
             raise ValueError(f"{path} was written for another config:\n  file: {meta}\n  want: {want}")
@@ -95,3 +92,8 @@ def read_config(path: Path) -> dict | None:
     with safe_open(str(path), "pt") as f:
         meta = (f.metadata() or {}).get("config")
     return json.loads(meta) if meta is not None else None
+
+
+def read_dataclass(cls, path: Path):
+    """The config dataclass ``cls`` an export was written with (JSON lists back to tuples)."""
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in read_config(path).items()})

@@ -378,17 +378,13 @@ def export_trained(profile: str, model: LatentDiffusion, vq, vq_cfg) -> Path:
 
 def load_trained(profile: str):
     """``(model, vq)`` as notebook 07 trained and exported them in ``profile``; FileNotFoundError before."""
-    from ..ckpt import load_weights, read_config
+    from ..ckpt import load_weights, read_dataclass
     from .vqvae import VQConfig, build_vqmodel
 
     d = export_dir(profile)
     if not (d / "ldm.safetensors").exists() or not (d / "vqmodel.safetensors").exists():
         raise FileNotFoundError(f"{d}: run notebook 07 in profile {profile!r} first")
-
-    def cfg_of(cls, path):
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in read_config(path).items()})
-
-    vq_cfg, cfg = cfg_of(VQConfig, d / "vqmodel.safetensors"), cfg_of(LDMConfig, d / "ldm.safetensors")
+    vq_cfg, cfg = read_dataclass(VQConfig, d / "vqmodel.safetensors"), read_dataclass(LDMConfig, d / "ldm.safetensors")
     vq = build_vqmodel(vq_cfg)
     vq.load_state_dict(load_weights(d / "vqmodel.safetensors", asdict(vq_cfg)))
     model = LatentDiffusion(cfg)

@@ -370,13 +370,12 @@ def export_trained(profile: str, model: PixelDiffusion) -> Path:
 
 def load_trained(profile: str) -> PixelDiffusion:
     """The model notebook 06 trained and exported in ``profile``; FileNotFoundError before it has run."""
-    from ..ckpt import load_weights, read_config
+    from ..ckpt import load_weights, read_dataclass
 
     path = export_path(profile)
     if not path.exists():
         raise FileNotFoundError(f"{path}: run notebook 06 in profile {profile!r} first")
-    raw = read_config(path)
-    cfg = PixelDiffusionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    cfg = read_dataclass(PixelDiffusionConfig, path)
     model = PixelDiffusion(cfg)
     model.load_state_dict(load_weights(path, asdict(cfg)))
     return model.eval().requires_grad_(False)
