@@ -3,17 +3,28 @@
 A notebook calls ``save(profile, key, obj)`` for every number or table the report shows and
 ``save_figure(fig, profile, name)`` for every figure; ``mmlib.report`` reads them back. Nothing
 in the report is typed by hand.
+
+Every saved result ``KEY.json`` gets a sidecar ``KEY.meta.json`` with its provenance: the precision
+it was computed in, the profile, threads, the CPU kind, the git commit (and whether the tree was
+dirty), the kernel's start time and the run id (``$MMLIB_RUN_ID``, set by ``mmlib.runner``).
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import subprocess
 import tempfile
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
-from .paths import RUNS
+from . import device
+from .paths import ROOT, RUNS
+
+_STARTED = time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def results_dir(profile: str) -> Path:
@@ -49,10 +60,42 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+@functools.lru_cache(maxsize=1)
+def git_state() -> dict[str, Any]:
+    """The checkout's commit and whether tracked files differ from it (None outside a git checkout)."""
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True,
+                                  timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def provenance(profile: str) -> dict[str, Any]:
+    """Where and how a result was computed (see the module docstring)."""
+    import torch
+    return {"profile": profile, "precision": device.precision(), "threads": torch.get_num_threads(),
+            "cpu": device.cpu_kind(), "device": device.device().type, **git_state(), "started": _STARTED,
+            "run_id": os.environ.get("MMLIB_RUN_ID") or _PROCESS_RUN_ID}
+
+
+_PROCESS_RUN_ID = f"adhoc-{uuid.uuid4().hex[:8]}"
+
+
 def save(profile: str, key: str, obj: Any) -> Path:
     path = results_dir(profile) / f"{key}.json"
+    atomic_write_text(path.with_name(f"{key}.meta.json"), json.dumps(provenance(profile), indent=1, sort_keys=True) + "\n")
     atomic_write_text(path, json.dumps(_plain(obj), indent=1, sort_keys=True) + "\n")
     return path
+
+
+def load_provenance(profile: str, key: str) -> dict[str, Any] | None:
+    """The provenance sidecar of a saved result (None for results saved before sidecars existed)."""
+    path = RUNS / profile / "results" / f"{key}.meta.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def load(profile: str, key: str, default: Any = KeyError) -> Any:

@@ -3,9 +3,12 @@
     python -m mmlib.runner --profile cpu [--only 02 [--only 03]] [--force] [--no-report]
 
 A notebook is skipped when its executed copy under ``runs/<profile>/executed/`` carries the
-stamp of its current inputs (the notebook, every ``mmlib`` source file, the requirements). The
-run stops at the first failure, naming the notebook and the cell. Wall times go to the saved
-result ``runtime`` (the report's run-time table); finally ``report.md`` is rebuilt.
+stamp of its current inputs (the notebook, the ``mmlib`` files it imports, the requirements, the
+precision). The stamp is removed before a notebook runs and the executed copy is written under a
+temporary name, renamed at success, so an interrupted run is never taken for a finished one. The
+run stops at the first failure, naming the notebook and the cell. Wall times (with the precision)
+go to the saved result ``runtime`` (the report's run-time table); finally ``report.md`` is rebuilt.
+All notebooks of one invocation share one run id (``$MMLIB_RUN_ID``, recorded in every result).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import profiles, results
+from . import device, profiles, results
 from .paths import ROOT, RUNS
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -91,28 +94,19 @@ def dependencies(nb: Path) -> list[Path]:
 def inputs_stamp(nb: Path, profile: str) -> str:
     """Hash of what decides a notebook's outputs: the notebook, the requirements and the ``mmlib``
     files it imports (directly or not), so an edit elsewhere does not rerun it."""
-    h = hashlib.sha256(profile.encode())
+    h = hashlib.sha256(f"{profile}|{device.precision()}".encode())
     for p in [nb, ROOT / "requirements.txt", *dependencies(nb)]:
         h.update(p.relative_to(ROOT).as_posix().encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def save_runtime_table(profile: str, times: dict) -> None:
     m = times["machine"]
-    rows = [{"notebook": name, "first run (s)": t.get("seconds"), "load at start": t.get("load"),
-             "rerun, checkpoints cached (s)": t.get("cached_run"), "rerun load": t.get("cached_load")}
-            for name, t in sorted(times["notebooks"].items())]
+    rows = [{"notebook": name.split("|")[0], "precision": t.get("precision", "fp32"), "first run (s)": t.get("seconds"),
+             "load at start": t.get("load"), "rerun, checkpoints cached (s)": t.get("cached_run"),
+             "rerun load": t.get("cached_load")}
+            for name, t in sorted(times["notebooks"].items())]   # keys "NN_name|precision" (older runs: "NN_name", fp32)
     results.save_table(profile, "runtime_table", rows, formats={"first run (s)": ".0f", "rerun, checkpoints cached (s)": ".0f",
                                                                "load at start": ".1f", "rerun load": ".1f"},
                        note=f"{m['cores']} cores, {m['cpu']}, Python {m['python']}, profile {profile}; load = the 1-minute load "
@@ -125,32 +119,38 @@ def run(profile: str, only: list[str] | None = None, force: bool = False) -> int
     out_dir = RUNS / profile / "executed"
     out_dir.mkdir(parents=True, exist_ok=True)
     times = results.load(profile, "runtime", default={"notebooks": {}})
-    times.update(machine={"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()})
+    times.update(machine={"cpu": device.cpu_kind(), "cores": os.cpu_count(), "python": platform.python_version()})
+    os.environ.setdefault("MMLIB_RUN_ID", time.strftime("%Y%m%d-%H%M%S-") + os.urandom(3).hex())
     for nb in notebooks(only):
         out, stamp_file = out_dir / nb.name, out_dir / f"{nb.stem}.stamp"
         stamp = inputs_stamp(nb, profile)
         if not force and out.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
             print(f"[run_all] {nb.name}: up to date (cached), skipped")
             continue
-        print(f"[run_all] {nb.name} (profile {profile}) ...", flush=True)
+        print(f"[run_all] {nb.name} (profile {profile}, {device.precision()}) ...", flush=True)
         t0, load = time.perf_counter(), os.getloadavg()[0]
+        stamp_file.unlink(missing_ok=True)         # an interrupted run leaves no stamp behind
+        partial = out.with_name(f".{out.name}.partial")
         try:
-            pm.execute_notebook(str(nb), str(out), parameters={"profile": profile}, kernel_name="mmlib",
+            pm.execute_notebook(str(nb), str(partial), parameters={"profile": profile}, kernel_name="mmlib",
                                 cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)
         except pm.PapermillExecutionError as e:
+            os.replace(partial, out)
             print(f"[run_all] FAILED: {nb.relative_to(ROOT)}, cell {e.exec_count} (cell index {e.cell_index}): "
                   f"{e.ename}: {e.evalue}\n  executed copy with the traceback: {out}", file=sys.stderr)
             return 1
         seconds = time.perf_counter() - t0
-        stamp_file.write_text(stamp)
+        os.replace(partial, out)
+        results.atomic_write_text(stamp_file, stamp)
         # re-read: another runner (a second queue) may have saved its notebooks' times meanwhile
         times = {**results.load(profile, "runtime", default={"notebooks": {}}), "machine": times["machine"]}
-        entry = times["notebooks"].setdefault(nb.stem, {})
+        entry = times["notebooks"].setdefault(f"{nb.stem}|{device.precision()}", {})   # one row per precision
         # the first successful run trains; later runs find its checkpoints and features (keyed by config)
         first = "seconds" not in entry
         entry["seconds" if first else "cached_run"] = round(seconds, 1)
         entry["load" if first else "cached_load"] = round(load, 1)    # other work on the cores when it started
         entry["stamp"] = stamp
+        entry["precision"] = device.precision()
         results.save(profile, "runtime", times)
         save_runtime_table(profile, times)
         print(f"[run_all] {nb.name}: {seconds:.0f} s", flush=True)

@@ -2,30 +2,39 @@
 
 ``fit(model, loss_fn, data, cfg, out_dir, key)`` trains the parameters of ``model`` that require
 grad with AdamW under an accelerate ``Accelerator`` (so ``accelerate launch`` scales it to several
-GPUs), with bf16 autocast where the hardware has it, an optional EMA of the weights, a tqdm bar and
-a saved loss history.
+GPUs), in the project's one precision (``mmlib.device.precision()``: bf16 autocast or fp32), an
+optional EMA of the weights, a tqdm bar and a saved loss history.
 
 Batches are a pure function of (seed, step): epoch ``e`` visits ``randperm(n, seed e)`` in order.
 Together with the torch RNG state stored in every checkpoint, this makes an interrupted run that
 resumes from its last checkpoint end bit-identical to an uninterrupted one on CPU.
 
-Checkpoints live in ``out_dir/train-<hash of key>/`` so a checkpoint made under another config is
-never picked up; a finished run is reloaded instead of retrained.
+Checkpoints live in ``out_dir/train-<hash>/``, the hash of the training config (with the *resolved*
+precision), and ``key``: a checkpoint made under another config or precision is never picked up; a
+finished run is reloaded instead of retrained, unless ``restart=True``.
+
+The ``Accelerator`` is always made with ``mixed_precision="no"`` and autocast is entered through
+``mmlib.device.autocast``: accelerate keeps one process-wide state, and a second ``Accelerator``
+with another mixed precision in the same kernel raises (``AcceleratorState has already been
+initialized``). So one process may train an fp32 model (the oracle) and a bf16 one, in either order.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
+from accelerate import Accelerator
 from torch.utils.data import Dataset, default_collate
 from tqdm import tqdm
 
-from . import ckpt
+from . import ckpt, device
 from .results import atomic_write_text
 
 
@@ -43,7 +52,7 @@ class TrainConfig:
     ckpt_every: int = 0             # 0: only the final checkpoint
     keep: int = 2                   # checkpoints kept on disk
     seed: int = 0
-    mixed_precision: str = "auto"   # auto (bf16 where fast) | bf16 | no
+    mixed_precision: str = "auto"   # auto: mmlib.device.precision() (MMLIB_PRECISION) | bf16 | no (fp32)
     ema: float | None = None        # EMA decay of the trainable weights, e.g. 0.995
     log_every: int = 10
 
@@ -55,7 +64,7 @@ class FitResult:
     seconds: float                  # wall time spent training in this call (0 when cached)
     resumed_from: int | None        # step of the checkpoint we started from, if any
     train_dir: Path
-    mixed_precision: str
+    mixed_precision: str            # "bf16" or "no" (fp32): the precision the run was trained in
     ema: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     train_seconds: float | None = None  # wall time of the whole run, summed over the calls that trained it
                                         # (None for checkpoints written before this was recorded)
@@ -111,10 +120,23 @@ def data_len(data: Mapping[str, torch.Tensor] | Dataset) -> int:
 
 
 def resolve_precision(mode: str) -> str:
-    if mode != "auto":
+    """``"bf16"`` or ``"no"`` (fp32). ``MMLIB_PRECISION=fp32|bf16`` decides for every run; under
+    ``auto`` a config's fixed mode (the paper recipe's ``"bf16"``) is kept and ``"auto"`` follows
+    ``mmlib.device.precision()``."""
+    if mode not in ("auto", "bf16", "no"):
+        raise ValueError(f"mixed_precision={mode!r}: choose auto, bf16 or no")
+    if mode != "auto" and device.setting() == "auto":
         return mode
-    from .device import autocast_dtype
-    return "bf16" if autocast_dtype() == torch.bfloat16 else "no"
+    return "bf16" if device.precision() == "bf16" else "no"
+
+
+def train_dir_for(cfg: TrainConfig, key: dict[str, Any], out_dir: Path) -> Path:
+    """The checkpoint folder ``fit`` uses for this config, key and (resolved) precision."""
+    return Path(out_dir) / f"train-{ckpt.config_key(_full_key(cfg, key))}"
+
+
+def _full_key(cfg: TrainConfig, key: dict[str, Any]) -> dict[str, Any]:
+    return {"train": {**asdict(cfg), "mixed_precision": resolve_precision(cfg.mixed_precision)}, "model": key}
 
 
 def fit(
@@ -126,23 +148,27 @@ def fit(
     key: dict[str, Any],
     stop_after: int | None = None,
     progress: bool = True,
+    restart: bool = False,
 ) -> FitResult:
     """Train ``model`` in place; returns the loss history and where the checkpoints are.
 
     ``loss_fn(model, batch)`` returns the loss or ``(loss, {name: value})`` for extra curves.
     ``key`` is everything that defines the run besides ``cfg`` (model config, data config); its
     hash names the checkpoint folder. ``stop_after`` ends the call early after that many steps
-    (with a checkpoint), which the tests use to simulate an interruption.
+    (with a checkpoint), which the tests use to simulate an interruption. ``restart=True`` deletes
+    this config's checkpoints first and trains from step 0.
     """
-    from accelerate import Accelerator
-
     precision = resolve_precision(cfg.mixed_precision)
-    full_key = {"train": asdict(cfg), "model": key}
-    train_dir = Path(out_dir) / f"train-{ckpt.config_key(full_key)}"
+    full_key = _full_key(cfg, key)
+    train_dir = train_dir_for(cfg, key, out_dir)
+    if restart:
+        shutil.rmtree(train_dir, ignore_errors=True)
     train_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(train_dir / "config.json", json.dumps(full_key, indent=1, sort_keys=True, default=str))
 
-    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available())
+    autocast = functools.partial(torch.autocast, accelerator.device.type, dtype=torch.bfloat16,
+                                 enabled=precision == "bf16")
     params = [p for p in model.parameters() if p.requires_grad]
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
@@ -198,7 +224,7 @@ def fit(
         idx = batch_indices(n, cfg.batch_size, step, cfg.seed)
         idx = idx[accelerator.process_index::accelerator.num_processes]  # data parallel shard
         batch = to_device(take(data, idx), accelerator.device)
-        with accelerator.autocast():
+        with autocast():
             out = loss_fn(model, batch)
         loss, logs = (out if isinstance(out, tuple) else (out, {}))
         opt.zero_grad(set_to_none=True)

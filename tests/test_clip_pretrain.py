@@ -19,6 +19,7 @@ def batch(n=8):
     return images, toks[:, None].expand(n, 5, -1).contiguous()             # 5 identical "captions" each
 
 
+@pytest.mark.bf16
 def test_infonce_learns_the_pairs():
     torch.manual_seed(0)
     model = cp.build(TINY)
@@ -59,6 +60,7 @@ def test_save_and_load_world_clip(tmp_path, monkeypatch):
     assert torch.allclose(model.encode_text(toks[:, 0]), loaded.encode_text(toks[:, 0]))
 
 
+@pytest.mark.bf16
 def test_vit_tokens_are_the_sequence_behind_the_pooled_embedding():
     model = cp.build(TINY).eval()
     enc = encoders.ViTTokens(model.visual, "tiny")

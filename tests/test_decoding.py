@@ -1,4 +1,5 @@
 """KV-cached decoding equals naive recomputation; EOS stops and pads (mmlib/captioning/decoding.py)."""
+import pytest
 import torch
 
 from mmlib.captioning.decoding import Recompute, beam_search, generate, greedy, strip
@@ -18,6 +19,7 @@ def test_greedy_cached_equals_recompute():
     assert torch.equal(greedy(m, mem, 12), greedy(Recompute(m), mem, 12))
 
 
+@pytest.mark.bf16
 def test_beam_cached_equals_recompute():
     for beam in (3, 5):
         m = model(seed=beam)
@@ -58,6 +60,7 @@ def test_eos_stops_and_pads():
     assert out.shape == (16, 1) and (out == strong.eos_id).all()
 
 
+@pytest.mark.bf16
 def test_generate_batches_consistently():
     m = model(seed=2)
     mem = torch.randn(7, 4, 8, dtype=torch.float64)

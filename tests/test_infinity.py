@@ -67,6 +67,7 @@ def test_bsq_entropy_prefers_confident_and_diverse_codes():
 # ----------------------------------------------------------------------------- multi-scale residual
 
 
+@pytest.mark.bf16
 def test_residual_error_falls_with_every_scale_after_a_few_steps():
     torch.manual_seed(0)
     images = torch.randint(0, 256, (32, 3, 16, 16), dtype=torch.uint8)
@@ -164,6 +165,7 @@ def test_cfg_text_dropout_uses_the_null_text():
 # ----------------------------------------------------------------------------- sampling
 
 
+@pytest.mark.bf16
 def test_sampling_shapes_and_kv_cache_equals_full_recompute():
     torch.manual_seed(0)
     tok, model = BitwiseTokenizer(TOK).eval(), live(ScaleTransformer(TR)).eval()
@@ -204,12 +206,13 @@ def tiny_data(n: int = 8):
     return {"feature": torch.randn(n, 8, 4, 4), "text": text.tokens, "text_mask": text.mask, "pooled": text.pooled}
 
 
+@pytest.mark.bf16
 def test_tiny_overfit_of_the_transformer(tmp_path):
     torch.manual_seed(0)
     quantizer = MultiScaleBSQ(TOK).requires_grad_(False)
     data = tiny_data()
     model = ScaleTransformer(TransformerConfig(**{**TR.to_dict(), "cond_drop": 0.0}))
-    cfg = train.TrainConfig(steps=150, batch_size=8, lr=3e-3, mixed_precision="no", log_every=10)
+    cfg = train.TrainConfig(steps=150, batch_size=8, lr=3e-3, log_every=10)
     res = train.fit(model, ARLoss(quantizer, 0.0), data, cfg, tmp_path, {"t": "overfit"}, progress=False)
     assert res.history[-1]["loss"] < 0.5 * res.history[0]["loss"]
     assert res.history[-1]["bit_acc"] > 0.9
@@ -219,7 +222,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     """Flips and text dropout draw from the global RNG, which train.fit checkpoints: resume is exact."""
     quantizer = MultiScaleBSQ(TOK).requires_grad_(False)
     data = tiny_data()
-    cfg = train.TrainConfig(steps=6, batch_size=4, lr=1e-3, mixed_precision="no", log_every=1)
+    cfg = train.TrainConfig(steps=6, batch_size=4, lr=1e-3, log_every=1)
 
     def run(out, stop_after=None):
         torch.manual_seed(0)

@@ -1,5 +1,6 @@
 """BLIP-2 stage 1 (mmlib/captioning/qformer.py): the attention masks of ITC / ITM / ITG, hard-negative
 mining, agreement with a reference BERT, a tiny overfit that captions through [DEC], the paper loader."""
+import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -114,6 +115,7 @@ def test_text_branch_matches_reference_bert_after_init(tmp_path):
     assert torch.allclose(got[mask], want[mask], atol=1e-5)
 
 
+@pytest.mark.bf16
 def test_tiny_overfit_captions_through_dec_and_stops_at_eos(tmp_path):
     codec, m, ids, mask = setup(tmp_path)
     g = torch.Generator().manual_seed(0)

@@ -1,6 +1,7 @@
 """BLIP-2 stage 2 (mmlib/captioning/qformer_llm.py): loss only on caption + EOS, the LLM frozen and absent
 from checkpoints, padding inert, generation stopping at EOS, Q-former weights from stage 1 or a BLIP-2
 checkpoint (tiny stand-ins written with save_pretrained)."""
+import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -72,12 +73,13 @@ def test_loss_equals_full_sequence_cross_entropy():
     assert torch.allclose(m(img, ids, mask), ref, atol=1e-5)
 
 
+@pytest.mark.bf16
 def test_llm_frozen_and_absent_from_checkpoint(tmp_path):
     m = tiny()
     before = {k: v.clone() for k, v in m.llm.state_dict().items()}
     ids, mask = m.encode_captions(CAPTIONS)
     data = {"image": torch.randn(4, 5, 12), "ids": ids, "mask": mask}
-    cfg = train.TrainConfig(steps=3, batch_size=2, lr=1e-2, mixed_precision="no", log_every=1)
+    cfg = train.TrainConfig(steps=3, batch_size=2, lr=1e-2, log_every=1)
     res = train.fit(m, caption_loss, data, cfg, tmp_path, key={"t": 1}, progress=False)
     state = ckpt.load_checkpoint(ckpt.checkpoints(res.train_dir)[-1])
     assert state["weights"] and not any(k.startswith("llm.") for k in state["weights"])
@@ -87,6 +89,7 @@ def test_llm_frozen_and_absent_from_checkpoint(tmp_path):
     assert not torch.equal(state["weights"]["query_tokens"], tiny().query_tokens)  # the Q-former did train
 
 
+@pytest.mark.bf16
 def test_tiny_overfit_learns_to_stop_at_eos(tmp_path):
     """With smoke's stand-in LLM (a tiny Llama pretrained on the captions, then frozen), training only the
     Q-former + projection brings the caption loss down and decoding emits whole captions that end at EOS

@@ -35,6 +35,7 @@ def perturb_lora(unet, seed=1):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
 
 
+@pytest.mark.bf16
 def test_pipeline_end_to_end_and_encode_prompt_matches_pipeline():
     pipe = tiny_pipe()
     assert pipe.unet.config.addition_embed_type == "text_time" and pipe.vae_scale_factor == 2
@@ -65,8 +66,9 @@ def test_lora_only_adapter_trains_and_scale_zero_is_base():
             assert torch.equal(p, base_weights[n.replace(".base_layer", "")]), n
 
 
+@pytest.mark.bf16
 def test_fit_trains_only_lora_resumes_exactly_and_saves_only_lora(tmp_path):
-    stage = S.StageConfig(steps=4, batch_size=4, lr=1e-2, mixed_precision="no")
+    stage = S.StageConfig(steps=4, batch_size=4, lr=1e-2)
 
     def run(out, stop_after=None, torch_seed=0):
         pipe = tiny_pipe()

@@ -33,9 +33,10 @@ def make(seed=0):
 
 
 CFG = train.TrainConfig(steps=12, batch_size=8, lr=1e-2, warmup=2, ckpt_every=5, ema=0.9,
-                        mixed_precision="no", log_every=1)
+                        log_every=1)
 
 
+@pytest.mark.bf16
 def test_resume_equals_uninterrupted(tmp_path):
     model_a, data = make()
     ra = train.fit(model_a, loss_fn, data, CFG, tmp_path / "a", key={"m": 1}, progress=False)
@@ -85,9 +86,10 @@ def test_checkpoint_holds_only_trainable_state_and_loads_weights_only(tmp_path):
     assert state["step"] == CFG.steps
 
 
+@pytest.mark.bf16
 def test_training_lowers_the_loss(tmp_path):
     model, data = make()
-    cfg = train.TrainConfig(steps=150, batch_size=16, lr=3e-2, mixed_precision="no", log_every=1)
+    cfg = train.TrainConfig(steps=150, batch_size=16, lr=3e-2, log_every=1)
     r = train.fit(model, loss_fn, data, cfg, tmp_path, key={}, progress=False)
     first = sum(h["loss"] for h in r.history[:10]) / 10
     last = sum(h["loss"] for h in r.history[-10:]) / 10

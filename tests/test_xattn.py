@@ -1,4 +1,5 @@
 """Invariants of the cross-attention captioner (mmlib/captioning/xattn.py)."""
+import pytest
 import torch
 
 from mmlib.captioning.vocab import Vocab
@@ -29,6 +30,7 @@ def test_image_conditions_every_position():
     assert not torch.allclose(m(torch.randn(2, 5, 12), toks), m(torch.randn(2, 5, 12), toks))
 
 
+@pytest.mark.bf16
 def test_incremental_steps_equal_full_forward():
     m = tiny().double()
     img, toks = torch.randn(2, 5, 12, dtype=torch.float64), torch.randint(4, 23, (2, 7))
@@ -58,6 +60,7 @@ def test_tied_weights_counted_once():
     assert m.head.weight is m.tok_emb.weight
 
 
+@pytest.mark.bf16
 def test_tiny_overfit_reaches_near_zero_loss():
     caps = ["a red ball on grass", "two dogs run on the beach", "a man rides a blue bike", "snow on a house"]
     vocab = Vocab.build(caps)

@@ -24,6 +24,8 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from .. import device
+
 
 class StepModel(Protocol):
     bos_id: int
@@ -133,10 +135,17 @@ def generate(model: StepModel, memory: torch.Tensor, method: str = "beam", beam:
     out: list[list[int]] = []
     for i in range(0, memory.size(0), batch_size):
         m = memory[i:i + batch_size]
-        m = m.float() if m.dtype in (torch.float16, torch.bfloat16) else m  # features are cached in half
-        toks = greedy(model, m, max_len) if method == "greedy" else beam_search(model, m, beam, max_len)
+        m = device.as_compute(m)                                   # features are cached in fp16
+        with device.autocast(m.device, enabled=m.dtype == torch.float32):   # fp64 (exactness tests) runs as is
+            toks = greedy(model, m, max_len) if method == "greedy" else beam_search(model, m, beam, max_len)
         out += strip(toks, model.eos_id, model.pad_id)
     return out
+
+
+def truncation_rate(ids: list[list[int]], max_len: int) -> float:
+    """Share of decoded captions (``generate``'s output, EOS removed) that ran ``max_len`` steps without
+    emitting EOS: a rate, so that one runaway caption among thousands does not fail a run."""
+    return sum(len(i) >= max_len for i in ids) / max(1, len(ids))
 
 
 def strip(tokens: torch.Tensor, eos_id: int, pad_id: int) -> list[list[int]]:

@@ -99,7 +99,7 @@ def encode(encoder: nn.Module, images: torch.Tensor, batch_size: int = 64, size:
         if size and x.shape[-1] != size:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         with device.autocast("cpu"):
-            out.append(encoder(x).float().half())
+            out.append(encoder(x).float().half())   # stored in fp16; device.as_compute brings it back
         if progress and i // batch_size % 20 == 0:
             print(f"  encoded {i + len(x)}/{len(images)}", flush=True)
     return torch.cat(out)
@@ -113,6 +113,7 @@ def cached_features(encoder: nn.Module, images_fn, cache_dir: Path, key: dict[st
     that determines the features (encoder, its weights, image names, size). Returns the tokens
     (N, T, C) float16 and the seconds spent computing them (0.0 when read from the cache).
     """
+    key = {**key, "precision": device.precision()}     # encoded under autocast: never reused across precisions
     path = Path(cache_dir) / f"features-{ckpt.config_key(key)}.safetensors"
     if path.exists():
         return ckpt.load_weights(path, expect_config=key)["tokens"], 0.0

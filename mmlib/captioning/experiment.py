@@ -110,12 +110,12 @@ def train_captioner(feats: Features, profile: str, kind: str, all_captions: bool
                              weight_decay=0.01, seed=seed)
     out = paths.run_dir(profile, NOTEBOOK[kind])
     key = {"decoder": cfg.to_dict(), "features": feats.key, "all_captions": all_captions, "vocab": vocab.itos}
-    if retrain:
-        import shutil
-        shutil.rmtree(out / f"train-{ckpt.config_key({'train': asdict(tcfg), 'model': key})}",
-                      ignore_errors=True)
-    fit = train.fit(model, loss_fn, training_pairs(feats.split, vocab, s.max_len, all_captions), tcfg, out, key)
+    fit = train.fit(model, loss_fn, training_pairs(feats.split, vocab, s.max_len, all_captions), tcfg, out, key,
+                    restart=retrain)
     return model.eval(), vocab, fit
+
+
+truncation_rate = decoding.truncation_rate
 
 
 def decode(model: XAttnCaptioner, feats: torch.Tensor, method: str = "beam", beam: int = 3,

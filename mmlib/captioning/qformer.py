@@ -510,19 +510,9 @@ def train_stage1(profile: str, feats, retrain: bool = False, progress: bool = Tr
     from .. import train
     from ..paths import run_dir
     model, codec, tensors, key = build(profile, feats)
-    if retrain:
-        forget(run_dir(profile, "04"), train_config(profile), key)
     result = train.fit(model, loss_on(feats.train), tensors, train_config(profile), run_dir(profile, "04"), key,
-                       progress=progress)
+                       progress=progress, restart=retrain)
     return model.eval(), codec, result   # a finished run is reloaded from its checkpoint, not retrained
-
-
-def forget(out_dir: Path, cfg, key: dict) -> None:
-    """Delete the checkpoints of one (cfg, key) run so that ``train.fit`` starts over."""
-    import shutil
-    from dataclasses import asdict as _asdict
-    from .. import ckpt
-    shutil.rmtree(Path(out_dir) / f"train-{ckpt.config_key({'train': _asdict(cfg), 'model': key})}", ignore_errors=True)
 
 
 def val_retrieval(model: QFormer, codec: TextCodec, feats, max_len: int) -> dict[str, float]:

@@ -158,13 +158,12 @@ def generate_captions(model: QFormerLLM, image: torch.Tensor, batch_size: int = 
                       **kw) -> tuple[list[str], list[bool]]:
     """Captions for image features (N, n, d) and, per caption, whether it ended with the LLM's EOS
     (rather than a full stop or the length limit)."""
-    from ..device import autocast_dtype
+    from .. import device
     model.eval()
-    dtype = autocast_dtype() if autocast else None
     caps, eos = [], []
     for i in range(0, len(image), batch_size):
-        with torch.autocast(image.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            rows = model.generate_ids(image[i:i + batch_size], **kw)
+        with device.autocast(image.device, enabled=autocast):
+            rows = model.generate_ids(device.as_compute(image[i:i + batch_size]), **kw)
         caps += [model.decode(r) for r in rows]
         eos += [bool(r) and r[-1] == model.eos_id for r in rows]
     return caps, eos
@@ -332,12 +331,11 @@ def train_stage2(profile: str, feats, stage1=None, retrain: bool = False, progre
     the projection train; ``train.fit`` checkpoints only those (the LLM requires no grad)."""
     from .. import train
     from ..paths import run_dir
-    from .qformer import forget, train_config
+    from .qformer import train_config
     model, tensors, key = build(profile, feats, stage1)
     cfg = train_config(profile, "qformer_llm")
-    if retrain:
-        forget(run_dir(profile, "05"), cfg, key)
-    fit = train.fit(model, loss_on(feats.train), tensors, cfg, run_dir(profile, "05"), key, progress=progress)
+    fit = train.fit(model, loss_on(feats.train), tensors, cfg, run_dir(profile, "05"), key, progress=progress,
+                    restart=retrain)
     return model.eval(), fit
 
 

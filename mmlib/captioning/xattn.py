@@ -188,7 +188,12 @@ class XAttnCaptioner(nn.Module):
             x, c, att = blk(x, c, need_weights)
             layers.append(c)
             atts.append(att)
-        logits = self.head(self.ln_f(x))  # (B, T, V)
+        h = self.ln_f(x)
+        if self.training:
+            logits = self.head(h)  # (B, T, V)
+        else:  # decoding: the EOS-or-word choice is made on fp32 logits (bf16 keeps ~3 significant digits)
+            with torch.autocast(h.device.type, enabled=False):
+                logits = self.head(h.to(self.head.weight.dtype))
         new = {"layers": layers, "pos": pos + T}
         return (logits, new, atts) if need_weights else (logits, new)
 

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import device
 from . import pixel_diffusion as pd
 from .pixel_diffusion import SampleConfig, TextBank, build_text_bank, guided_eps  # noqa: F401 (re-exported)
 
@@ -252,7 +253,7 @@ def ldm_loss(bank: TextBank, cfg: LDMConfig):
         t = torch.randint(0, cfg.num_train_timesteps, (b,))
         zt = sched.add_noise(z0, noise, t)                                # q(z_t | z_0)
         emb, mask = bank[ids]
-        pred = model(zt.to(dev), t.to(dev), emb.to(dev), mask.to(dev))
+        pred = model(zt.to(dev), t.to(dev), device.as_compute(emb, dev), mask.to(dev))
         return F.mse_loss(pred.float(), noise.to(dev))
 
     return loss_fn
@@ -284,8 +285,7 @@ def sample_latents(model: LatentDiffusion, text: torch.Tensor, mask: torch.Tenso
         c, m = text[i:i + sc.batch_size].to(dev), mask[i:i + sc.batch_size].to(dev)
         for t in sched.timesteps:
             tt = torch.full((z.shape[0],), int(t), device=dev, dtype=torch.long)
-            with pd._autocast(dev):
-                eps = guided_eps(model, z, tt, c, m, null_text, null_mask, sc.guidance)
+            eps = guided_eps(model, z, tt, c, m, null_text, null_mask, sc.guidance)
             kw = {"generator": gen} if sc.sampler == "ddpm" else {}
             z = sched.step(eps.to(dev), t, z, **kw).prev_sample.float()
         out.append(z.cpu() / cfg.latent_scale)

@@ -34,6 +34,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .. import device
+
 # ----------------------------------------------------------------------------- config
 
 
@@ -143,7 +145,7 @@ class TextEncoder:
         for i in range(0, len(captions), batch_size):
             enc = self.tokenizer(list(captions[i:i + batch_size]), padding="max_length", truncation=True,
                                  max_length=self.max_tokens, return_tensors="pt").to(dev)
-            with _autocast(dev):
+            with device.autocast(dev):
                 h = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
             embs.append(h.float().cpu().to(torch.float16))   # (b, L, D), fp16 halves the cache
             masks.append(enc["attention_mask"].bool().cpu())
@@ -172,7 +174,8 @@ def build_text_bank(encoder: TextEncoder, captions: Sequence[str], cache: Path |
     """Encode ``[""] + unique(captions)`` once; cached as a ``.pt`` (weights_only) keyed by the captions."""
     unique = [""] + sorted(set(captions) - {""})
     if cache is not None:
-        h = hashlib.sha256(("\n".join(unique) + f"|{encoder.max_tokens}|{encoder.dim}").encode()).hexdigest()[:12]
+        h = hashlib.sha256(("\n".join(unique) + f"|{encoder.max_tokens}|{encoder.dim}|{device.precision()}")
+                           .encode()).hexdigest()[:12]   # computed under autocast: the precision is in the key
         path = Path(cache) / f"text_bank_{h}.pt"
         if path.exists():
             d = torch.load(path, weights_only=True)
@@ -229,7 +232,7 @@ def diffusion_loss(bank: TextBank, cfg: PixelDiffusionConfig) -> Callable[[nn.Mo
         t = torch.randint(0, cfg.num_train_timesteps, (b,))
         xt = sched.add_noise(x0, noise, t)                                  # eq. 4
         emb, mask = bank[ids]
-        pred = model(xt.to(dev), t.to(dev), emb.to(dev), mask.to(dev))
+        pred = model(xt.to(dev), t.to(dev), device.as_compute(emb, dev), mask.to(dev))
         loss = F.mse_loss(pred.float(), noise.to(dev))                      # eq. 14
         return loss, {}
 
@@ -256,10 +259,16 @@ def sampling_scheduler(cfg: PixelDiffusionConfig, sampler: str):
 
 def guided_eps(model: nn.Module, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, mask: torch.Tensor,
                null_text: torch.Tensor, null_mask: torch.Tensor, scale: float) -> torch.Tensor:
-    """Classifier-free guidance: ``eps(x, ∅) + s (eps(x, c) - eps(x, ∅))``, both in one batch."""
+    """Classifier-free guidance: ``eps(x, ∅) + s (eps(x, c) - eps(x, ∅))``, both in one batch.
+
+    The network runs in the project's precision (``mmlib.device.autocast``); the cached text
+    features (fp16 on disk) enter through ``device.as_compute``, and the guidance combination, which
+    amplifies the difference of two predictions by ``scale``, is taken in fp32."""
     b = x.shape[0]
-    eps = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([text, null_text.expand(b, -1, -1)]),
-                torch.cat([mask, null_mask.expand(b, -1)]))
+    text, null_text = device.as_compute(text), device.as_compute(null_text)
+    with device.autocast(x.device):
+        eps = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([text, null_text.expand(b, -1, -1)]),
+                    torch.cat([mask, null_mask.expand(b, -1)]))
     cond, uncond = eps[:b].float(), eps[b:].float()
     return uncond + scale * (cond - uncond)
 
@@ -288,8 +297,7 @@ def sample(model: PixelDiffusion, text: torch.Tensor, mask: torch.Tensor, null_t
         c, m = text[i:i + sc.batch_size].to(dev), mask[i:i + sc.batch_size].to(dev)
         for t in sched.timesteps:
             tt = torch.full((x.shape[0],), int(t), device=dev, dtype=torch.long)
-            with _autocast(dev):
-                eps = guided_eps(model, x, tt, c, m, null_text, null_mask, sc.guidance)
+            eps = guided_eps(model, x, tt, c, m, null_text, null_mask, sc.guidance)
             kw = {"generator": gen} if sc.sampler == "ddpm" else {}
             x = sched.step(eps.to(dev), t, x, **kw).prev_sample.float()
         out.append(to_uint8(x.cpu()))
@@ -301,12 +309,6 @@ def generate(model: PixelDiffusion, encoder: TextEncoder, prompts: Sequence[str]
     """Prompts -> uint8 images (N, 3, H, W), encoding the prompts (and ∅) with the frozen encoder."""
     emb, mask = encoder(list(prompts) + [""])
     return sample(model, emb[:-1], mask[:-1], emb[-1], mask[-1], sc, seed=seed, noise=noise)
-
-
-def _autocast(dev: torch.device):
-    """bf16 autocast where the hardware runs it fast (``mmlib.device``), else a no-op context."""
-    from ..device import autocast
-    return autocast(dev.type)
 
 
 # ----------------------------------------------------------------------------- notebook helpers

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import ckpt, train
+from .. import ckpt, device, train
 from ..device import autocast
 
 HUB_NAME = "stabilityai/stable-diffusion-xl-base-1.0"
@@ -518,7 +519,7 @@ def pretrain_base(profile: str, exp: Experiment | None = None, progress: bool = 
     d, cfg = study_data(profile, exp), exp.model
     out = run_dir(profile, "08")
     key = {"model": asdict(cfg), "vae": asdict(exp.vae), "base": asdict(exp.base),
-           "data": str(style_folder(profile, "cartoon")), "n_train": d.n_lora}
+           "data": str(style_folder(profile, "cartoon")), "n_train": d.n_lora, "precision": device.precision()}
     folder = out / f"base-{ckpt.config_key(key)}"
     if (folder / "model_index.json").exists() and not retrain:
         info = json.loads((folder / "info.json").read_text())
@@ -541,8 +542,14 @@ def pretrain_base(profile: str, exp: Experiment | None = None, progress: bool = 
             "params": {"unet": n_params(pipe.unet), "vae": n_params(pipe.vae),
                        "text_encoder": n_params(pipe.text_encoder), "text_encoder_2": n_params(pipe.text_encoder_2)},
             "history": {"vae": fv.history, "base": fb.history}}
-    pipe.save_pretrained(str(folder))
-    (folder / "info.json").write_text(json.dumps(info))
+    # atomic: the pipeline and its info.json are written to a temporary folder renamed at the end, so a
+    # crash in between leaves no half-written base that a rerun would try to load
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(str(tmp))
+    (tmp / "info.json").write_text(json.dumps(info))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
     return pipe, {**info, "cached": False}
 
 

@@ -7,7 +7,6 @@ encoder, and trains the scale transformer. Both stages use ``mmlib.train.fit`` (
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -73,10 +72,8 @@ def training_set(profile: str, s: Settings) -> TrainingSet:
 
 def _fit(model, loss_fn, batches, cfg: train.TrainConfig, out_dir: Path, key: dict, retrain: bool,
          stop_after: int | None = None, progress: bool = True) -> train.FitResult:
-    if retrain:   # the folder fit() would resume from
-        shutil.rmtree(Path(out_dir) / f"train-{ckpt.config_key({'train': asdict(cfg), 'model': key})}",
-                      ignore_errors=True)
-    return train.fit(model, loss_fn, batches, cfg, out_dir, key, stop_after=stop_after, progress=progress)
+    return train.fit(model, loss_fn, batches, cfg, out_dir, key, stop_after=stop_after, progress=progress,
+                     restart=retrain)
 
 
 def train_tokenizer(profile: str, s: Settings, ts: TrainingSet, retrain: bool = False,

@@ -14,11 +14,11 @@ otherwise both (per-bit nucleus sampling).
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass
 
 import torch
 
+from ... import device
 from .bsq import bits_to_codes
 from .tokenizer import BitwiseTokenizer, down, up
 from .transformer import ScaleTransformer, Text
@@ -55,18 +55,6 @@ def guided(logits: torch.Tensor, scale: float) -> torch.Tensor:
     return uncond + scale * (cond - uncond)
 
 
-def autocast():
-    """bf16 autocast where the CPU/GPU has it (``mmlib.device``), else nothing."""
-    try:
-        from ...device import autocast_dtype
-        dtype = autocast_dtype()
-    except ImportError:
-        dtype = None
-    if dtype is None or dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=dtype)
-
-
 @torch.no_grad()
 def generate(model: ScaleTransformer, tokenizer: BitwiseTokenizer, text: Text, cfg: SamplingConfig,
              generator: torch.Generator | None = None, return_bits: bool = False):
@@ -81,7 +69,7 @@ def generate(model: ScaleTransformer, tokenizer: BitwiseTokenizer, text: Text, c
     caches = [dict() for _ in model.blocks]
     f_hat = torch.zeros(B, model.cfg.bits, side, side, device=text.pooled.device)
     inputs, all_bits, x = [], [], None
-    with autocast():
+    with device.autocast():
         for k, r in enumerate(scales):
             if cfg.use_cache:
                 logits = model.step(k, x, text, caches)                       # (B', r^2, d)

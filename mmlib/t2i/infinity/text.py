@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ... import device
 from .transformer import Text
 
 
@@ -36,7 +37,8 @@ class TextEncoder:
         for i in range(0, len(captions), batch_size):
             enc = self.tokenizer(list(captions[i:i + batch_size]), padding="max_length", truncation=True,
                                  max_length=self.max_tokens, return_tensors="pt")
-            out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+            with device.autocast("cpu"):
+                out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
             toks.append(out.last_hidden_state.float())
             masks.append(enc["attention_mask"].bool())
         tokens, mask = torch.cat(toks), torch.cat(masks)
@@ -67,7 +69,8 @@ def for_profile(profile: str, name: str | None = None, max_tokens: int = 32) -> 
 
 def encode_cached(encoder: TextEncoder, captions: Sequence[str], cache_dir: Path) -> Text:
     """Encode ``captions`` once; cached as fp16 under ``cache_dir`` keyed by encoder and captions."""
-    key = hashlib.sha256(("\n".join(captions) + f"|{encoder.name}|{encoder.max_tokens}").encode()).hexdigest()[:12]
+    key = hashlib.sha256(("\n".join(captions) + f"|{encoder.name}|{encoder.max_tokens}|{device.precision()}")
+                         .encode()).hexdigest()[:12]
     path = Path(cache_dir) / f"text-{key}.pt"
     if path.exists():
         d = torch.load(path, weights_only=True)
