@@ -3,6 +3,9 @@
 A training checkpoint holds only what cannot be rebuilt: the *trainable* weights, optimizer and
 scheduler state, the step, the RNG state and the config it was made with. Frozen parts (a
 pretrained CNN, an LLM) are never written. Exported models use safetensors.
+
+``atomic_write(path, write)`` is the one write-then-rename of the project; ``cached(path, compute)``
+is the one on-disk cache of computed tensors (features, text banks) built on it.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -29,7 +32,9 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _atomic(path: Path, write) -> Path:
+def atomic_write(path: Path, write: Callable[[str], Any]) -> Path:
+    """``write(tmp)`` writes a temporary file beside ``path``, which is then renamed onto it: a reader
+    sees the old file or the whole new one, never half of it (also after a crash)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -45,7 +50,7 @@ def _atomic(path: Path, write) -> Path:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
     """Write ``state`` (tensors, numbers, strings, lists, dicts) atomically with torch.save."""
-    return _atomic(path, lambda tmp: torch.save(state, tmp))
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -70,7 +75,7 @@ def save_weights(path: Path, tensors: dict[str, torch.Tensor], config: dict | No
     """Safetensors export (contiguous CPU copies); the config rides along as metadata."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta = {"config": json.dumps(config, sort_keys=True, default=str)} if config is not None else None
-    return _atomic(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def load_weights(path: Path, expect_config: dict | None = None) -> dict[str, torch.Tensor]:
@@ -81,6 +86,20 @@ def load_weights(path: Path, expect_config: dict | None = None) -> dict[str, tor
         if meta != want:
             raise ValueError(f"{path} was written for another config:\n  file: {meta}\n  want: {want}")
     return load_file(str(path))
+
+
+def cached(path: Path, compute: Callable[[], dict[str, torch.Tensor]], key: dict | None = None
+           ) -> tuple[dict[str, torch.Tensor], bool]:
+    """Tensors stored at ``path`` (safetensors), or ``compute()`` saved there atomically.
+
+    Returns ``(tensors, hit)``. ``key`` (JSON-able) rides along as metadata and must match on a hit, so
+    a file written for another config is an error, never a silent reuse; the caller names ``path``
+    after a hash of everything that determines the tensors."""
+    if Path(path).exists():
+        return load_weights(path, expect_config=key), True
+    tensors = compute()
+    save_weights(path, tensors, config=key)
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, False
 
 
 def read_config(path: Path) -> dict | None:

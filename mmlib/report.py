@@ -6,11 +6,14 @@ Prose stays as written; every number comes from ``runs/<profile>/results/*.json`
 - ``<!-- table:KEY -->`` … ``<!-- /table -->``: replaced by the markdown table saved with
   ``results.save_table(profile, KEY, rows)``;
 - ``<!-- value:KEY.path.to.field:FORMAT -->`` … ``<!-- /value -->``: one number or string
-  (``FORMAT`` a Python format spec such as ``.1f``; path parts index dicts or lists);
+  (``FORMAT`` a Python format spec such as ``.1f``; path parts index dicts or lists and may contain
+  spaces, e.g. ``03_clip_retrieval.i2t R@1:.1f``, but not ``.``, ``:`` or ``>``);
 - ``figures/NAME.png`` links: the figure saved by ``results.save_figure`` is copied to ``figures/``.
 
 Markers are kept in the output, so the built report can be diffed against a rebuild.
-A result that is missing renders as ``(not run: KEY)`` — never as a stale or typed number.
+A result that is missing renders as ``(not run: KEY)`` — never as a stale or typed number. A marker
+that does not parse, or a path that a saved result does not have, is an error naming the template
+file and line (``TemplateError``): the report never hides its own gaps.
 Every saved result the report read is also written to ``report/results-<profile>.json`` (committed
 with the cpu report): ``tests/test_report.py`` rebuilds ``report.md`` from it and, where the run
 folder exists, checks it against the notebooks' saved results.
@@ -31,8 +34,14 @@ from .paths import FIGURES, ROOT
 
 SECTIONS = ROOT / "report"
 TABLE = re.compile(r"<!-- table:(?P<key>[\w.-]+) -->.*?<!-- /table -->", re.S)
-VALUE = re.compile(r"<!-- value:(?P<key>[\w-]+)(?P<path>(?:\.[\w-]+)*)(?::(?P<fmt>[^ ]*))? -->.*?<!-- /value -->", re.S)
+VALUE = re.compile(r"<!-- value:(?P<key>[\w-]+)(?P<path>(?:\.[^.:<>]*[^.:<> ])*)(?::(?P<fmt>[^ ]*))? -->.*?<!-- /value -->",
+                   re.S)
+ANY_MARKER = re.compile(r"<!-- (?:value|table):")
 FIGURE = re.compile(r"\(figures/(?P<name>[\w.-]+)\.png\)")
+
+
+class TemplateError(ValueError):
+    """A report template marker that cannot be parsed or filled."""
 
 
 def fmt_cell(x: Any, spec: str | None = None) -> str:
@@ -68,12 +77,22 @@ def snapshot_path(profile: str) -> Path:
 
 
 def fill(text: str, profile: str, source: Callable[[str], Any] | None = None,
-         used: dict[str, Any] | None = None) -> tuple[str, list[str]]:
+         used: dict[str, Any] | None = None, where: str = "<text>") -> tuple[str, list[str]]:
     """Fill every marker of ``text``; returns the text and the keys that had no saved result.
 
     ``source(key)`` gives a saved result or None (default: ``results.load`` of ``profile``);
-    every result read is recorded in ``used`` when given."""
+    every result read is recorded in ``used`` when given; ``where`` names the template in errors."""
     missing: list[str] = []
+
+    def line(m: re.Match) -> str:
+        return f"{where}:{text.count(chr(10), 0, m.start()) + 1}"
+
+    parsed = {m.start() for rx in (TABLE, VALUE) for m in rx.finditer(text)}
+    for m in ANY_MARKER.finditer(text):
+        if m.start() not in parsed:
+            bad = text[m.start():text.find("-->", m.start()) + 3]
+            raise TemplateError(f"{line(m)}: cannot parse the marker {bad!r} "
+                                f"(<!-- value:KEY.path:FMT -->…<!-- /value --> or <!-- table:KEY -->…<!-- /table -->)")
 
     def load(key: str) -> Any:
         saved = source(key) if source else results.load(profile, key, default=None)
@@ -94,13 +113,15 @@ def fill(text: str, profile: str, source: Callable[[str], Any] | None = None,
     def value(m: re.Match) -> str:
         key, path, spec = m["key"], m["path"] or "", m["fmt"]
         saved = load(key)
-        try:
-            body = fmt_cell(lookup(saved, path), spec) if saved is not None else None
-        except (KeyError, IndexError, TypeError):
-            body = None
-        if body is None:
+        if saved is None:
             missing.append(key + path)
             body = f"(not run: {key}{path})"
+        else:
+            try:
+                body = fmt_cell(lookup(saved, path), spec)
+            except (KeyError, IndexError, TypeError, ValueError) as e:
+                raise TemplateError(f"{line(m)}: the saved result {key!r} has no {path[1:]!r} "
+                                    f"({type(e).__name__}: {e})") from None
         marker = f"value:{key}{path}" + (f":{spec}" if spec else "")
         return f"<!-- {marker} -->{body}<!-- /value -->"
 
@@ -108,14 +129,19 @@ def fill(text: str, profile: str, source: Callable[[str], Any] | None = None,
     return VALUE.sub(value, text), missing
 
 
-def template() -> str:
-    return "\n\n".join(p.read_text() for p in sorted(SECTIONS.glob("*.md")))
+def templates() -> list[Path]:
+    return sorted(SECTIONS.glob("*.md"))
 
 
 def render(profile: str, source: Callable[[str], Any] | None = None,
            used: dict[str, Any] | None = None) -> tuple[str, list[str]]:
-    text, missing = fill(template(), profile, source, used)
-    return text.replace("{{profile}}", profile), missing
+    """The report: every template filled (in file-name order), and the keys still missing."""
+    parts, missing = [], []
+    for path in templates():
+        text, miss = fill(path.read_text(), profile, source, used, where=str(path.relative_to(ROOT)))
+        parts.append(text)
+        missing += miss
+    return "\n\n".join(parts).replace("{{profile}}", profile), missing
 
 
 def build(profile: str, out: Path = ROOT / "report.md", figures_out: Path = FIGURES,

@@ -15,13 +15,12 @@ import json
 import math
 import os
 import subprocess
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from . import device
+from . import ckpt, device
 from .paths import ROOT, RUNS
 
 _STARTED = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -53,11 +52,7 @@ def _plain(x: Any) -> Any:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    ckpt.atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 @functools.lru_cache(maxsize=1)
@@ -110,11 +105,8 @@ def load(profile: str, key: str, default: Any = KeyError) -> Any:
 def save_figure(fig, profile: str, name: str, dpi: int = 110) -> Path:
     """Save a matplotlib figure as ``runs/<profile>/figures/<name>.png`` (copied to figures/ by the report)."""
     path = figures_dir(profile) / f"{name}.png"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
-    os.replace(tmp, path)
-    return path
+    return ckpt.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png",
+                                                           metadata={"Software": None}))
 
 
 def save_table(profile: str, key: str, rows: list[dict[str, Any]], columns: list[str] | None = None,

@@ -61,13 +61,13 @@ class TrainConfig:
 class FitResult:
     history: list[dict[str, float]]
     steps: int
-    seconds: float                  # wall time spent training in this call (0 when cached)
+    call_seconds: float             # wall time spent training in this call (0 when reloaded finished)
     resumed_from: int | None        # step of the checkpoint we started from, if any
     train_dir: Path
     mixed_precision: str            # "bf16" or "no" (fp32): the precision the run was trained in
     ema: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-    train_seconds: float | None = None  # wall time of the whole run, summed over the calls that trained it
-                                        # (None for checkpoints written before this was recorded)
+    train_seconds: float | None = None  # THE training time: wall time of the whole run, summed over the calls
+                                        # that trained it, also when reloaded (None: checkpoint predates timing)
 
     @property
     def cached(self) -> bool:
@@ -247,8 +247,8 @@ def fit(
             checkpoint(step)
     bar.close()
     model.eval()
-    seconds = time.perf_counter() - t0 if resumed_from != step else 0.0
-    return FitResult(history=history, steps=step, seconds=seconds, resumed_from=resumed_from, train_dir=train_dir,
+    call_seconds = time.perf_counter() - t0 if resumed_from != step else 0.0
+    return FitResult(history=history, steps=step, call_seconds=call_seconds, resumed_from=resumed_from, train_dir=train_dir,
                      mixed_precision=precision, ema=ema, train_seconds=elapsed["seconds"])
 
 

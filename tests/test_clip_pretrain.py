@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from mmlib.images import clip_normalize
 from mmlib import paths
 from mmlib.captioning import clip_pretrain as cp
 from mmlib.captioning import encoders, params
@@ -67,7 +68,7 @@ def test_vit_tokens_are_the_sequence_behind_the_pooled_embedding():
     images = torch.rand(2, 3, 32, 32)
     tokens = enc(images)                                                    # (B, 1 + 4×4, width)
     assert tokens.shape == (2, 17, 32)
-    pooled = model.encode_image((images - enc.mean) / enc.std)
+    pooled = model.encode_image(clip_normalize(images))
     assert torch.allclose(tokens[:, 0] @ model.visual.proj, pooled, atol=1e-5)  # CLS -> CLIP embedding
 
 

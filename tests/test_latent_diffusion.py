@@ -4,9 +4,9 @@ import json
 
 import torch
 
-from mmlib import pretrained, train
+from mmlib import images, pretrained, train
 from mmlib.t2i import latent_diffusion as ldm
-from mmlib.t2i import pixel_diffusion as pd
+from mmlib.t2i import diffusion
 from mmlib.t2i import vqvae
 
 TEXT_CFG = dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=1)
@@ -95,7 +95,7 @@ def test_generate_decodes_sampled_latents_through_the_quantiser():
     vq = vqvae.build_vqmodel(vcfg).eval()
     model = ldm.LatentDiffusion(tiny_cfg(latent_scale=0.5)).eval()
     enc = encoder()
-    sc = pd.SampleConfig(sampler="ddim", steps=3, guidance=3.0, batch_size=2)
+    sc = diffusion.SampleConfig(sampler="ddim", steps=3, guidance=3.0, batch_size=2)
     imgs = ldm.generate(model, vq, enc, ["a girl in a pink dress"] * 3, sc, seed=1)
     again = ldm.generate(model, vq, enc, ["a girl in a pink dress"] * 3, sc, seed=1)
     assert imgs.dtype == torch.uint8 and imgs.shape == (3, 3, 16, 16) and torch.equal(imgs, again)
@@ -105,7 +105,7 @@ def test_generate_decodes_sampled_latents_through_the_quantiser():
     assert z.shape == (1, 4, 8, 8)
     ids = vq.quantize(z)[2][2].view(1, 8, 8)
     with torch.no_grad():  # equal up to the straight-through estimator's float rounding (z + (e - z) vs e)
-        diff = ldm.decode_latents(vq, z).int() - pd.to_uint8(vqvae.decode_codes(vq, ids)).int()
+        diff = ldm.decode_latents(vq, z).int() - images.to_uint8(vqvae.decode_codes(vq, ids)).int()
     assert diff.abs().max() <= 1
 
 
@@ -148,3 +148,30 @@ def test_export_round_trips_unet_and_vq(tmp_path, monkeypatch):
     for a, b in ((model, model2), (vq, vq2)):
         sa, sb = a.state_dict(), b.state_dict()
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+class _ToyEps(torch.nn.Module):
+    """ε(x, t, text) = a·x + mean(text): enough to make guidance and the sampler matter."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(0.3))
+        self.cfg = type("Cfg", (), dict(image_size=8, latent_size=8, latent_channels=3, latent_scale=1.0,
+                                       num_train_timesteps=1000, beta_schedule="linear"))()
+
+    def forward(self, x, t, text, mask):
+        return self.a * x + text.float().mean((1, 2))[:, None, None, None]
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpm", "ddpm"])
+def test_06_and_07_sample_identically_given_the_same_noise(sampler):
+    """One sampler loop (mmlib.t2i.diffusion): 06's pixel sampler and 07's latent sampler agree exactly
+    (before this, 07's DDPM ran all T steps while 06 ran a strided chain)."""
+    from mmlib.t2i import pixel_diffusion as pd
+    m = _ToyEps()
+    text, mask = torch.randn(3, 4, 5).half(), torch.ones(3, 4, dtype=torch.bool)
+    noise = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    sc = diffusion.SampleConfig(sampler=sampler, steps=4, guidance=2.0, batch_size=2)
+    pixels = pd.sample(m, text, mask, text[0] * 0, mask[0], sc, seed=7, noise=noise)
+    latents = ldm.sample_latents(m, text, mask, text[0] * 0, mask[0], sc, seed=7, noise=noise)
+    assert torch.equal(pixels, images.to_uint8(latents))

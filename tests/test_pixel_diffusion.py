@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmlib import device, profiles, train
-from mmlib.t2i import pixel_diffusion as pd
+from mmlib import device, images, profiles, train
+from mmlib.t2i import diffusion, pixel_diffusion as pd
 
 TINY = pd.PixelDiffusionConfig(image_size=8, block_out_channels=(16, 16), layers_per_block=1, norm_num_groups=4,
                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -13,16 +13,16 @@ TINY = pd.PixelDiffusionConfig(image_size=8, block_out_channels=(16, 16), layers
                                attention_head_dim=8, cross_attention_dim=16, text_dim=12, max_tokens=6)
 
 
-def tiny_bank(n: int = 5, seed: int = 0) -> pd.TextBank:
+def tiny_bank(n: int = 5, seed: int = 0) -> diffusion.TextBank:
     """Stand-in for frozen token embeddings: row 0 = "" (∅), rows 1.. = 'colour i' with a distinct vector."""
     g = torch.Generator().manual_seed(seed)
     emb = torch.randn(n, TINY.max_tokens, TINY.text_dim, generator=g).half()
     mask = torch.ones(n, TINY.max_tokens, dtype=torch.bool)
     mask[:, 3:] = False
-    return pd.TextBank([""] + [f"colour {i}" for i in range(1, n)], emb, mask)
+    return diffusion.TextBank([""] + [f"colour {i}" for i in range(1, n)], emb, mask)
 
 
-def colour_data(bank: pd.TextBank, n: int = 64) -> dict[str, torch.Tensor]:
+def colour_data(bank: diffusion.TextBank, n: int = 64) -> dict[str, torch.Tensor]:
     """Images of one flat colour per caption: the text decides the picture."""
     palette = torch.tensor([[0, 0, 0], [230, 20, 20], [20, 230, 20], [20, 20, 230], [230, 230, 20]], dtype=torch.uint8)
     ids = torch.arange(n) % (len(bank.captions) - 1) + 1
@@ -48,8 +48,8 @@ def test_cfg_scale_one_is_the_conditional_prediction():
     x, t = torch.randn(2, 3, 8, 8), torch.tensor([10, 700])
     emb, mask = bank[torch.tensor([1, 2])]
     with torch.no_grad():
-        g1 = pd.guided_eps(m, x, t, emb, mask, bank.emb[0], bank.mask[0], 1.0)
-        g0 = pd.guided_eps(m, x, t, emb, mask, bank.emb[0], bank.mask[0], 0.0)
+        g1 = diffusion.guided_eps(m, x, t, emb, mask, bank.emb[0], bank.mask[0], 1.0)
+        g0 = diffusion.guided_eps(m, x, t, emb, mask, bank.emb[0], bank.mask[0], 0.0)
         with device.autocast("cpu"):    # the references in the same precision as guided_eps runs the model
             cond = m(x, t, device.as_compute(emb), mask).float()
             uncond = m(x, t, device.as_compute(bank.emb[[0, 0]]), bank.mask[[0, 0]]).float()
@@ -68,12 +68,12 @@ def test_caption_dropout_uses_the_empty_caption(monkeypatch):
     assert torch.equal(seen[0], bank.emb[[0, 0, 0, 0]])
 
 
-def fixed_loss(m: pd.PixelDiffusion, bank: pd.TextBank, data: dict) -> float:
+def fixed_loss(m: pd.PixelDiffusion, bank: diffusion.TextBank, data: dict) -> float:
     """The training loss on a fixed batch with fixed noise (the global RNG is restored afterwards)."""
     state = torch.get_rng_state()
     torch.manual_seed(123)
     with torch.no_grad():
-        loss = sum(float(pd.diffusion_loss(bank, TINY)(m, data)[0]) for _ in range(4)) / 4
+        loss = sum(float(pd.diffusion_loss(bank, TINY)(m, data)) for _ in range(4)) / 4
     torch.set_rng_state(state)
     return loss
 
@@ -116,7 +116,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
 def test_samplers_give_images_and_same_noise_same_image(sampler):
     m, bank = model().eval(), tiny_bank()
     emb, mask = bank[torch.tensor([1, 2, 3])]
-    sc = pd.SampleConfig(sampler=sampler, steps=3, guidance=3.0, batch_size=2)
+    sc = diffusion.SampleConfig(sampler=sampler, steps=3, guidance=3.0, batch_size=2)
     cfg_small = pd.PixelDiffusionConfig(**{**TINY.key(), "num_train_timesteps": 20})
     m.cfg = cfg_small                                # a short chain keeps the test fast
     a = pd.sample(m, emb, mask, bank.emb[0], bank.mask[0], sc, seed=3)
@@ -135,9 +135,9 @@ def test_text_bank_deduplicates_and_caches(tmp_path):
             calls.append(list(caps))
             return torch.ones(len(caps), 4, 3).half(), torch.ones(len(caps), 4, dtype=torch.bool)
 
-    bank = pd.build_text_bank(FakeEncoder(), ["b", "a", "b"], tmp_path)
+    bank = diffusion.build_text_bank(FakeEncoder(), ["b", "a", "b"], tmp_path)
     assert bank.captions == ["", "a", "b"] and bank.ids(["b", "a"]).tolist() == [2, 1]
-    again = pd.build_text_bank(FakeEncoder(), ["a", "b"], tmp_path)
+    again = diffusion.build_text_bank(FakeEncoder(), ["a", "b"], tmp_path)
     assert len(calls) == 1 and torch.equal(again.emb, bank.emb)
 
 
@@ -175,7 +175,7 @@ def test_export_round_trips_and_feeds_the_speed_comparison(tmp_path, monkeypatch
     monkeypatch.setattr(paths, "RUNS", tmp_path)
     with pytest.raises(FileNotFoundError, match="run notebook 06"):
         pd.load_trained("smoke")
-    assert speed._trained(pd, "smoke") is None          # before 06 has run: the untrained model is timed
+    assert speed._trained(pd.load_trained, "smoke") is None          # before 06 has run: the untrained model is timed
     m = model(seed=3)
     path = pd.export_trained("smoke", m)
     assert path.suffix == ".safetensors" and path.is_relative_to(tmp_path)
@@ -183,4 +183,4 @@ def test_export_round_trips_and_feeds_the_speed_comparison(tmp_path, monkeypatch
     assert back.cfg == TINY and not any(p.requires_grad for p in back.parameters())
     for (k, a), (k2, b) in zip(m.state_dict().items(), back.state_dict().items()):
         assert k == k2 and torch.equal(a, b), k
-    assert isinstance(speed._trained(pd, "smoke"), pd.PixelDiffusion)
+    assert isinstance(speed._trained(pd.load_trained, "smoke"), pd.PixelDiffusion)

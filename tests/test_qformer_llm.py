@@ -7,7 +7,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from mmlib import ckpt, train
-from mmlib.captioning.qformer import QFormer, QFormerConfig, blip2_vision, load_blip2_state
+from mmlib.captioning.blip2_weights import blip2_vision, load_blip2_state
+from mmlib.captioning.qformer import QFormer, QFormerConfig
 from mmlib.captioning.qformer_llm import (QFormerLLM, QFormerLLMConfig, blip2_qformer_config, caption_loss,
                                           load_query_branch, tiny_causal_lm)
 

@@ -24,6 +24,18 @@ def test_markers_are_filled_from_saved_results_and_missing_ones_say_so(runs):
     assert report.fill(out, "cpu")[0] == out  # a built report rebuilds to itself
 
 
+def test_a_bad_marker_or_a_missing_field_names_the_template_and_line(runs):
+    results.save("cpu", "v", {"i2t R@1": 1.5, "x": {"y": 2}})
+    out, _ = report.fill("a\n<!-- value:v.i2t R@1:.1f -->?<!-- /value -->", "cpu", where="t.md")
+    assert "-->1.5<!--" in out                       # a path part may contain spaces
+    with pytest.raises(report.TemplateError, match=r"t\.md:3: the saved result 'v' has no 'x.z'"):
+        report.fill("a\nb\n<!-- value:v.x.z -->?<!-- /value -->", "cpu", where="t.md")
+    with pytest.raises(report.TemplateError, match=r"t\.md:2: cannot parse the marker"):
+        report.fill("a\n<!-- value:v.x. -->?<!-- /value -->", "cpu", where="t.md")
+    with pytest.raises(report.TemplateError, match="t.md:1"):
+        report.fill("<!-- table:t -->no closing marker", "cpu", where="t.md")
+
+
 def scores(b4, cider):
     return {"model": {**{f"seed BLEU-{n}": b4 * n for n in range(1, 5)}, "CIDEr-D": cider}}
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mmlib import train
+from mmlib.images import psnr
 from mmlib.t2i import vqvae
 
 TINY = vqvae.VQConfig(image_size=16, block_out_channels=(8, 16), norm_num_groups=4, num_codes=16,
@@ -68,7 +69,7 @@ def test_codebook_usage_on_known_assignments():
 
 def test_psnr_of_known_error():
     x = torch.zeros(2, 3, 4, 4)
-    assert vqvae.psnr(x, x + 0.1).tolist() == pytest.approx([20.0, 20.0], abs=1e-4)
+    assert psnr(x, x + 0.1).tolist() == pytest.approx([20.0, 20.0], abs=1e-4)
 
 
 def test_discriminator_starts_exactly_at_the_configured_step(tmp_path):

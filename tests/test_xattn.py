@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from mmlib.captioning.vocab import Vocab
-from mmlib.captioning.xattn import XAttnCaptioner, XAttnConfig, count_parameters
+from mmlib.captioning.xattn import XAttnCaptioner, XAttnConfig
+from mmlib.nets import count_parameters
 
 
 def tiny(**kw) -> XAttnCaptioner:

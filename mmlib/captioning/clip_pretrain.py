@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from .. import ckpt, paths, profiles
 from ..results import atomic_write_text
-from .encoders import OPENAI_MEAN, OPENAI_STD
+from ..images import clip_normalize
 
 
 @dataclass
@@ -60,9 +60,7 @@ def clip_dir(profile: str) -> Path:
 
 def normalize_images(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> CLIP-normalised float."""
-    mean = torch.tensor(OPENAI_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_STD, device=images.device).view(1, 3, 1, 1)
-    return (images.float() / 255 - mean) / std
+    return clip_normalize(images.float() / 255)
 
 
 def tokenize(profile: str, captions: list[str], context_length: int) -> torch.Tensor:
@@ -152,15 +150,13 @@ def pretrain(profile: str, split=None, retrain: bool = False, progress: bool = T
     tcfg = train.TrainConfig(steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
                              weight_decay=0.1, betas=(0.9, 0.98), warmup=settings.warmup, log_every=10)
     run_dir = paths.run_dir(profile, "03") / "clip_train"
-    if retrain:
-        import shutil
-        shutil.rmtree(run_dir, ignore_errors=True)
     fit = train.fit(model, infonce_loss, {"image": images, "tokens": tokens}, tcfg, run_dir,
-                    key={"clip": asdict(cfg), "data": str(split.folder), "n": len(names)}, progress=progress)
+                    key={"clip": asdict(cfg), "data": str(split.folder), "n": len(names)}, progress=progress,
+                    restart=retrain)
     model.eval().requires_grad_(False)
     metrics = evaluate(model, profile, split, cfg.image_size, cfg.context_length)
     previous = clip_dir(profile) / "metrics.json"
-    seconds = fit.seconds  # a reloaded (cached) run keeps the training time of the run that trained it
+    seconds = fit.train_seconds  # a reloaded (cached) run keeps the training time of the run that trained it
     if fit.cached and previous.exists():
         seconds = json.loads(previous.read_text()).get("train_seconds") or seconds
     metrics.update(train_seconds=seconds, cached=fit.cached, steps=fit.steps, final_loss=fit.history[-1]["loss"] if fit.history else None)

@@ -22,10 +22,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import ckpt, device
+import open_clip
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's image normalisation (open_clip constants)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+from .. import ckpt, device, pretrained as pt
+from ..images import clip_normalize
+from .clip_pretrain import load_world_clip
+
 
 
 class GridTokens(nn.Module):
@@ -55,21 +57,18 @@ class ViTTokens(nn.Module):
         self.channels = visual.ln_post.normalized_shape[0]
         size = visual.image_size
         self.image_size = size[0] if isinstance(size, (tuple, list)) else size
-        self.register_buffer("mean", torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(OPENAI_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-1] != self.image_size:
             images = F.interpolate(images, size=self.image_size, mode="bicubic", align_corners=False,
                                    antialias=True).clamp(0, 1)
-        x = self.visual._embeds((images - self.mean) / self.std)  # (B, 1+g², width)
+        x = self.visual._embeds(clip_normalize(images))  # (B, 1+g², width)
         x = self.visual.transformer(x)
         return self.visual.ln_post(x)                               # (B, 1+g², width)
 
 
 def cnn_encoder(profile: str, pretrained: bool = True) -> GridTokens:
     """Row 1's frozen encoder: EfficientNet-Lite0 (smoke/cpu, offline) or ResNet-18 (paper)."""
-    from .. import pretrained as pt
     return GridTokens(pt.cnn(profile, pretrained=pretrained)).eval().requires_grad_(False)
 
 
@@ -78,11 +77,9 @@ def clip_encoder(profile: str, pretrained: str | None = "openai", model_name: st
     the small CLIP pretrained on world8k by notebook 03 (smoke/cpu, see ``clip_pretrain``).
     ``pretrained=None`` builds the paper architecture with random weights (tests, meta device)."""
     if profile == "paper":
-        import open_clip
         model = open_clip.create_model(model_name, pretrained=pretrained)
         name = f"open_clip {model_name} ({pretrained or 'random'})"
     else:
-        from .clip_pretrain import load_world_clip
         model = load_world_clip(profile)
         name = "world8k CLIP (pretrained in 03)"
     return ViTTokens(model.visual, name).eval().requires_grad_(False)
@@ -114,14 +111,10 @@ def cached_features(encoder: nn.Module, images_fn, cache_dir: Path, key: dict[st
     (N, T, C) float16 and the seconds spent computing them (0.0 when read from the cache).
     """
     key = {**key, "precision": device.precision()}     # encoded under autocast: never reused across precisions
-    path = Path(cache_dir) / f"features-{ckpt.config_key(key)}.safetensors"
-    if path.exists():
-        return ckpt.load_weights(path, expect_config=key)["tokens"], 0.0
     t0 = time.perf_counter()
-    tokens = encode(encoder, images_fn(), batch_size, size)
-    seconds = time.perf_counter() - t0
-    ckpt.save_weights(path, {"tokens": tokens}, config=key)
-    return tokens, seconds
+    found, hit = ckpt.cached(Path(cache_dir) / f"features-{ckpt.config_key(key)}.safetensors",
+                             lambda: {"tokens": encode(encoder, images_fn(), batch_size, size)}, key)
+    return found["tokens"], 0.0 if hit else time.perf_counter() - t0
 
 
 def pooled(tokens: torch.Tensor) -> torch.Tensor:

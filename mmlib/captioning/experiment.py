@@ -16,7 +16,8 @@ from ..eval import captions as metrics
 from . import decoding, encoders
 from .retrieval import retrieval_captions
 from .vocab import Vocab
-from .xattn import XAttnCaptioner, XAttnConfig, count_parameters
+from ..nets import count_parameters
+from .xattn import XAttnCaptioner, XAttnConfig
 
 NOTEBOOK = {"cnn": "02", "clip": "03"}
 SECTION = {"cnn": "caption_cnn", "clip": "caption_clip"}
@@ -92,11 +93,16 @@ def training_pairs(split: data.Split, vocab: Vocab, max_len: int, all_captions: 
     return {"idx": idx, "tokens": vocab.encode_batch(caps, max_len)}
 
 
-def train_captioner(feats: Features, profile: str, kind: str, all_captions: bool | None = None,
-                    steps: int | None = None, seed: int = 0, retrain: bool = False):
-    """Build and train the decoder on cached features; returns (model, vocab, FitResult)."""
+def train_captioner(feats: Features, profile: str, kind: str, all_captions: str = "profile",
+                    steps: int = 0, seed: int = 0, retrain: bool = False):
+    """Build and train the decoder on cached features; returns (model, vocab, FitResult).
+
+    ``all_captions``: "first" (the study's strategy: each image's first caption), "all" (five per image)
+    or "profile" (the profile's choice); ``steps`` 0: the profile's."""
     s = settings(profile, kind)
-    all_captions = s.all_captions if all_captions is None else all_captions
+    if all_captions not in ("first", "all", "profile"):
+        raise ValueError(f"all_captions={all_captions!r}: choose first, all or profile")
+    all_captions = s.all_captions if all_captions == "profile" else all_captions == "all"
     vocab = build_vocab(feats.split, all_captions)
     cfg = decoder_config(s, len(vocab), feats.train.size(-1), feats.train.size(1))
     torch.manual_seed(seed)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from .xattn import XAttnCaptioner, XAttnConfig, count_parameters
+from ..nets import count_parameters
+from .xattn import XAttnCaptioner, XAttnConfig
 
 
 def millions(n: int) -> str:

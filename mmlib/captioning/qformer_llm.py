@@ -254,7 +254,8 @@ def build(profile: str, feats, stage1=None):
     """Model, training tensors and checkpoint key of stage 2. ``stage1``: the trained stage-1 QFormer
     (cpu/smoke: 04's); in paper the Q-former named in the profile is read from its checkpoint."""
     from .. import profiles
-    from .qformer import captions_per_image, load_blip2_state
+    from .blip2_experiment import captions_per_image
+    from .blip2_weights import load_blip2_state
     p = profiles.get(profile).qformer_llm
     split = feats.split
     idx, caps = captions_per_image(split.train, profiles.get(profile).qformer.captions_per_image)
@@ -297,7 +298,8 @@ def paper_parameter_counts() -> tuple[list[dict], dict[str, float]]:
     from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.models.blip_2.configuration_blip_2 import Blip2VisionConfig
     from transformers.models.blip_2.modeling_blip_2 import Blip2VisionModel
-    from .qformer import QFormer, count_parameters
+    from ..nets import count_parameters
+    from .qformer import QFormer
 
     class _Tok:   # just enough tokenizer for the constructor
         eos_token_id, pad_token_id, unk_token_id = 2, 0, 0
@@ -331,7 +333,7 @@ def train_stage2(profile: str, feats, stage1=None, retrain: bool = False, progre
     the projection train; ``train.fit`` checkpoints only those (the LLM requires no grad)."""
     from .. import train
     from ..paths import run_dir
-    from .qformer import train_config
+    from .blip2_experiment import train_config
     model, tensors, key = build(profile, feats, stage1)
     cfg = train_config(profile, "qformer_llm")
     fit = train.fit(model, loss_on(feats.train), tensors, cfg, run_dir(profile, "05"), key, progress=progress,

@@ -221,15 +221,3 @@ class XAttnCaptioner(nn.Module):
 def captioner_loss(model: XAttnCaptioner, batch: dict) -> torch.Tensor:
     """``train.fit`` loss on a batch {"image": (B, N, d_image), "tokens": (B, T)}."""
     return model.loss(batch["image"].float(), batch["tokens"])
-
-
-def count_parameters(module: nn.Module) -> tuple[int, int]:
-    """(total, trainable) parameters; tied weights counted once."""
-    seen, total, trainable = set(), 0, 0
-    for p in module.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
-    return total, trainable

@@ -232,7 +232,7 @@ def oracle(profile: str, resolution: int, progress: bool = False) -> AttributeOr
     model.accuracy = heldout_accuracy(model, *_labelled(split.folder, split.val, resolution, names))
     results.save(profile, f"t2i_oracle_{resolution}px", {
         "resolution": resolution, "accuracy": model.accuracy, "n_val": len(split.val), "n_train": len(split.train),
-        "train_seconds": fit.seconds, "cached": fit.cached, "config": asdict(cfg),
+        "train_seconds": fit.train_seconds, "cached": fit.cached, "config": asdict(cfg),
         "mean_accuracy": float(np.mean(list(model.accuracy.values())))})
     return model
 

@@ -18,9 +18,9 @@ so small errors of the sampler are cleaned up instead of decoded as off-manifold
 the quantised codes instead would give the UNet a target with hard, discontinuous steps between
 codes; nothing is gained since the decoder re-quantises anyway.)
 
-Shared with notebook 06 (``mmlib.t2i.pixel_diffusion``): the text bank of precomputed frozen token
-embeddings (row 0 = ∅), the DDPM noise schedule, the DDIM / DPM-Solver samplers and the
-classifier-free-guidance combination ``guided_eps``. What differs: the UNet runs on (C, h, w) latents,
+Shared with notebook 06 through ``mmlib.t2i.diffusion``: the text bank of precomputed frozen token
+embeddings (row 0 = ∅), the DDPM noise schedule, the ε-loss with caption dropout, and one sampler
+loop (DDIM / DPM-Solver++ / strided DDPM with classifier-free guidance). What differs: the UNet runs on (C, h, w) latents,
 the text tokens come from CLIP, and samples are decoded by the VQ decoder.
 """
 from __future__ import annotations
@@ -30,12 +30,11 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .. import device
-from . import pixel_diffusion as pd
-from .pixel_diffusion import SampleConfig, TextBank, build_text_bank, guided_eps  # noqa: F401 (re-exported)
+from ..images import to_signed, to_uint8
+from . import diffusion
+from .diffusion import SampleConfig, TextBank, build_text_bank, eps_loss
 
 
 @dataclass
@@ -210,8 +209,7 @@ def encode_latents(vq, images: torch.Tensor, batch_size: int = 128) -> torch.Ten
     vq.eval()
     out = []
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].float() / 127.5 - 1
-        out.append(vq.encode(x).latents.float())
+        out.append(vq.encode(to_signed(images[i:i + batch_size])).latents.float())
     return torch.cat(out)
 
 
@@ -225,71 +223,30 @@ def decode_latents(vq, z: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
     """Unscaled latents (N, C, h, w) -> uint8 images; ``VQModel.decode`` quantises first (see module doc)."""
     out = []
     for i in range(0, len(z), batch_size):
-        out.append(pd.to_uint8(vq.decode(z[i:i + batch_size].float()).sample))
+        out.append(to_uint8(vq.decode(z[i:i + batch_size].float()).sample))
     return torch.cat(out)
 
 
 def training_data(latents: torch.Tensor, captions: Sequence[Sequence[str]], bank: TextBank) -> dict[str, torch.Tensor]:
     """The dict ``train.fit`` batches: ``z`` (N, C, h, w) unscaled latents, ``cap`` (N, k) ids into ``bank``."""
-    k = min(len(c) for c in captions)
-    return {"z": latents, "cap": torch.stack([bank.ids(list(c)[:k]) for c in captions])}
+    return diffusion.training_data(latents, captions, bank, name="z")
 
 
 def ldm_loss(bank: TextBank, cfg: LDMConfig):
-    """``loss_fn(model, batch)`` for ``train.fit``: ε-MSE on scaled latents (LDM eq. 3), caption dropout.
-
-    All draws use the global torch RNG, which fit() checkpoints: resuming is exact.
-    """
-    sched = pd.noise_scheduler(cfg)
-
-    def loss_fn(model: nn.Module, batch: dict) -> torch.Tensor:
-        dev = next(model.parameters()).device
-        z0 = batch["z"].float() * cfg.latent_scale                       # (B, C, h, w), unit variance
-        b = z0.shape[0]
-        pick = torch.randint(0, batch["cap"].shape[1], (b,))             # one of the image's captions
-        ids = batch["cap"][torch.arange(b), pick]
-        ids = torch.where(torch.rand(b) < cfg.caption_dropout, torch.zeros_like(ids), ids)  # row 0 = ∅
-        noise = torch.randn_like(z0)
-        t = torch.randint(0, cfg.num_train_timesteps, (b,))
-        zt = sched.add_noise(z0, noise, t)                                # q(z_t | z_0)
-        emb, mask = bank[ids]
-        pred = model(zt.to(dev), t.to(dev), device.as_compute(emb, dev), mask.to(dev))
-        return F.mse_loss(pred.float(), noise.to(dev))
-
-    return loss_fn
+    """``loss_fn(model, batch)`` for ``train.fit``: ε-MSE on scaled latents z_0 = s·E(x) (LDM eq. 3), caption dropout."""
+    return eps_loss(bank, cfg, lambda batch: batch["z"].float() * cfg.latent_scale)   # unit variance
 
 
 # ----------------------------------------------------------------------------- sampling
-@torch.no_grad()
 def sample_latents(model: LatentDiffusion, text: torch.Tensor, mask: torch.Tensor, null_text: torch.Tensor,
                    null_mask: torch.Tensor, sc: SampleConfig = SampleConfig(), seed: int = 0,
                    noise: torch.Tensor | None = None) -> torch.Tensor:
-    """One latent per row of ``text`` (N, L, D), *unscaled* (ready for ``decode_latents``).
-
-    06's sampler loop on latents: its schedulers (``pd.sampling_scheduler``) and CFG (``guided_eps``);
-    noise from a private ``torch.Generator(seed)`` or given, so prompts can share starting noise.
-    """
-    model.eval()
-    dev, cfg = model.device, model.cfg
-    n = text.shape[0]
-    if noise is None:
-        noise = torch.randn(n, cfg.latent_channels, cfg.latent_size, cfg.latent_size,
-                            generator=torch.Generator().manual_seed(seed))
-    gen = torch.Generator().manual_seed(seed + 1)
-    null_text, null_mask = null_text.reshape(1, *null_text.shape[-2:]).to(dev), null_mask.reshape(1, -1).to(dev)
-    out = []
-    for i in range(0, n, sc.batch_size):
-        sched = pd.sampling_scheduler(cfg, sc.sampler)
-        sched.set_timesteps(sc.steps if sc.sampler != "ddpm" else cfg.num_train_timesteps)
-        z = noise[i:i + sc.batch_size].to(dev) * sched.init_noise_sigma
-        c, m = text[i:i + sc.batch_size].to(dev), mask[i:i + sc.batch_size].to(dev)
-        for t in sched.timesteps:
-            tt = torch.full((z.shape[0],), int(t), device=dev, dtype=torch.long)
-            eps = guided_eps(model, z, tt, c, m, null_text, null_mask, sc.guidance)
-            kw = {"generator": gen} if sc.sampler == "ddpm" else {}
-            z = sched.step(eps.to(dev), t, z, **kw).prev_sample.float()
-        out.append(z.cpu() / cfg.latent_scale)
-    return torch.cat(out)
+    """One latent per row of ``text`` (N, L, D), *unscaled* (ready for ``decode_latents``): 06's sampler
+    loop (``diffusion.sample``) on (C, h, w) latents."""
+    cfg = model.cfg
+    z = diffusion.sample(model, (cfg.latent_channels, cfg.latent_size, cfg.latent_size), text, mask, null_text,
+                         null_mask, sc, seed, noise)
+    return z / cfg.latent_scale
 
 
 def generate(model: LatentDiffusion, vq, encoder: CLIPTextEncoder, prompts: Sequence[str],
@@ -298,10 +255,6 @@ def generate(model: LatentDiffusion, vq, encoder: CLIPTextEncoder, prompts: Sequ
     emb, mask = encoder(list(prompts) + [""])
     z = sample_latents(model, emb[:-1], mask[:-1], emb[-1], mask[-1], sc, seed=seed, noise=noise)
     return decode_latents(vq, z)
-
-
-def n_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 # ----------------------------------------------------------------------------- one call for the notebook

@@ -38,6 +38,8 @@ from torch import nn
 
 from .. import ckpt, device, train
 from ..device import autocast
+from ..images import to_signed, unit_to_uint8
+from ..nets import n_params
 
 HUB_NAME = "stabilityai/stable-diffusion-xl-base-1.0"
 LORA_FILE = "pytorch_lora_weights.safetensors"   # diffusers' save_lora_weights name
@@ -176,10 +178,6 @@ def load_pipeline(profile: str, path: str | os.PathLike | None = None, dtype: to
     return pipe
 
 
-def n_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 # ----------------------------------------------------------------------------- conditioning
 
 
@@ -228,11 +226,6 @@ class Denoiser(nn.Module):
 # ----------------------------------------------------------------------------- data
 
 
-def to_model_range(x: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> float in [-1, 1]."""
-    return x.float() / 127.5 - 1.0
-
-
 @torch.no_grad()
 def encode_latents(vae, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (N, 3, H, W) -> scaled posterior mean and std (N, C, h, w) each, in ``vae``'s dtype."""
@@ -240,7 +233,7 @@ def encode_latents(vae, images: torch.Tensor, batch_size: int = 64) -> tuple[tor
     dev = next(vae.parameters()).device
     means, stds = [], []
     for i in range(0, len(images), batch_size):
-        x = to_model_range(images[i:i + batch_size]).to(dev, next(vae.parameters()).dtype)
+        x = to_signed(images[i:i + batch_size]).to(dev, next(vae.parameters()).dtype)
         dist = vae.encode(x).latent_dist
         means.append(dist.mean.float().cpu()), stds.append(dist.std.float().cpu())
     s = vae.config.scaling_factor
@@ -310,7 +303,7 @@ def vae_loss(stage: StageConfig):
     """Reconstruction (L1 + L2) + ``kl_weight`` · KL(q(z|x) || N(0, I)) (LDM's KL-regularised autoencoder,
     without the perceptual and adversarial terms), on randomly flipped images."""
     def loss_fn(model: _VAE, batch: dict) -> tuple[torch.Tensor, dict]:
-        x = to_model_range(batch["x"])
+        x = to_signed(batch["x"])
         x = torch.where((torch.rand(len(x)) < stage.flip)[:, None, None, None], x.flip(-1), x)
         x = x.to(next(model.parameters()).device)
         dist = model.vae.encode(x).latent_dist
@@ -425,7 +418,7 @@ def generate(pipe, prompts: Sequence[str], sample: SampleSettings = SampleSettin
                        guidance_scale=sample.guidance, height=size, width=size, original_size=orig,
                        target_size=(size, size), latents=lat[i:i + sample.batch_size].to(dev, pipe.unet.dtype),
                        output_type="pt", **kw).images
-        out.append((img.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu())
+        out.append(unit_to_uint8(img).cpu())
     return torch.cat(out)
 
 
@@ -534,8 +527,8 @@ def pretrain_base(profile: str, exp: Experiment | None = None, progress: bool = 
     fb = fit_diffusion(pipe, data, exp.base, out, {"stage": "base", "vae": fv.train_dir.name, **key}, progress)
     for m in (pipe.unet, pipe.text_encoder, pipe.text_encoder_2, pipe.vae):
         m.requires_grad_(False).eval()
-    info = {"source": "tiny SDXL pretrained on cartoon renders", "key": folder.name, "vae_seconds": fv.seconds,
-            "base_seconds": fb.seconds, "seconds": fv.seconds + fb.seconds,
+    info = {"source": "tiny SDXL pretrained on cartoon renders", "key": folder.name, "vae_seconds": fv.train_seconds,
+            "base_seconds": fb.train_seconds, "seconds": fv.train_seconds + fb.train_seconds,
             "vae_loss": fv.history[-1]["loss"] if fv.history else None,
             "base_loss": fb.history[-1]["loss"] if fb.history else None,
             "scaling_factor": pipe.vae.config.scaling_factor, "n_images": len(names),
@@ -617,7 +610,7 @@ def heldout_prompts(profile: str, n: int, exp: Experiment | None = None):
 # ----------------------------------------------------------------------------- figures
 
 
-def image_grid(columns: dict[str, torch.Tensor], row_titles: Sequence[str] | None = None, scale: float = 1.2):
+def columns_grid(columns: dict[str, torch.Tensor], row_titles: Sequence[str] | None = None, scale: float = 1.2):
     """Matplotlib figure: one column per entry of ``columns`` (uint8 (N, 3, H, W) each), one row per image."""
     import matplotlib.pyplot as plt
     names = list(columns)

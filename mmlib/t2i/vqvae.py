@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..images import psnr, to_signed, to_uint8
+
 
 @dataclass
 class VQConfig:
@@ -118,12 +120,6 @@ def codebook_usage(indices: torch.Tensor, num_codes: int) -> dict[str, float]:
     used = int((counts > 0).sum())
     return {"perplexity": math.exp(entropy), "used": used, "dead": num_codes - used,
             "used_fraction": used / num_codes, "num_codes": num_codes}
-
-
-def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of images in [0, 1]: 10·log10(1 / MSE)."""
-    mse = (x.float() - y.float()).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return 10 * torch.log10(1 / mse)
 
 
 # ---------------------------------------------------------------- discriminator
@@ -295,7 +291,7 @@ def _adaptive_weight(nll: torch.Tensor, g_loss: torch.Tensor, last: torch.Tensor
 def vqgan_loss(model: VQGAN, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
     """fit() loss: batch["image"] uint8 (B, 3, H, W) → the summed VQGAN objective of the module docstring."""
     cfg = model.cfg
-    x = batch["image"].float() / 127.5 - 1                      # (B, 3, H, W) in [-1, 1]
+    x = to_signed(batch["image"])                     # (B, 3, H, W) in [-1, 1]
     out = vq_forward(model.vq, x)
     rec = (x - out.recon).abs().mean()
     nll = rec
@@ -329,9 +325,9 @@ def reconstruct(vq, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.T
     """uint8 images (N, 3, H, W) -> (uint8 reconstructions, code ids (N, h, w))."""
     recs, ids = [], []
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].float() / 127.5 - 1
+        x = to_signed(images[i:i + batch_size])
         out = vq_forward(vq, x)
-        recs.append(((out.recon.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+        recs.append(to_uint8(out.recon))
         ids.append(out.indices)
     return torch.cat(recs), torch.cat(ids)
 
@@ -352,7 +348,7 @@ def init_codebook(vq, images: torch.Tensor, seed: int = 0) -> None:
     keeps most codes alive (cf. k-means init in SoundStream / vector-quantize-pytorch).
     """
     g = torch.Generator().manual_seed(seed)
-    z = vq.encode(images.float() / 127.5 - 1).latents            # (B, C, h, w)
+    z = vq.encode(to_signed(images)).latents            # (B, C, h, w)
     z = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])            # (B·h·w, C)
     k = vq.quantize.n_e
     pick = torch.randint(len(z), (k,), generator=g)

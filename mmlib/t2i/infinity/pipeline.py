@@ -16,8 +16,9 @@ import torch
 from ... import ckpt, data as mdata, profiles, train
 from ...paths import run_dir
 from . import text as textenc
-from .sampling import SamplingConfig, generate, to_uint8
-from .tokenizer import BitwiseTokenizer, TokenizerConfig, to_unit, tokenizer_loss
+from ...images import to_signed, to_uint8
+from .sampling import SamplingConfig, generate
+from .tokenizer import BitwiseTokenizer, TokenizerConfig, tokenizer_loss
 from .transformer import ARLoss, ScaleTransformer, Text, TransformerConfig
 
 NOTEBOOK = "09"
@@ -90,7 +91,7 @@ def train_tokenizer(profile: str, s: Settings, ts: TrainingSet, retrain: bool = 
 @torch.no_grad()
 def encoder_features(tokenizer: BitwiseTokenizer, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """The encoder's continuous features f (N, d, h, w) of uint8 images, before quantization."""
-    return torch.cat([tokenizer.encoder(to_unit(images[i:i + batch_size])).float()
+    return torch.cat([tokenizer.encoder(to_signed(images[i:i + batch_size])).float()
                       for i in range(0, len(images), batch_size)])
 
 

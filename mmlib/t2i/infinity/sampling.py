@@ -86,8 +86,3 @@ def generate(model: ScaleTransformer, tokenizer: BitwiseTokenizer, text: Text, c
                 inputs.append(x)
         images = tokenizer.decoder(f_hat).float().clamp(-1, 1)
     return (images, all_bits) if return_bits else images
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float (B, 3, H, W) -> uint8."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

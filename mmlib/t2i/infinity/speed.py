@@ -13,13 +13,19 @@ three and is left out of the timing.
 """
 from __future__ import annotations
 
-import importlib
+import os
 import time
 from typing import Callable
 
 import torch
 
 from ... import profiles
+from ...images import to_uint8
+from ...nets import n_params
+from .. import latent_diffusion as ld, pixel_diffusion as pd, vqvae
+from ..diffusion import SampleConfig
+from .sampling import generate
+from .transformer import Text
 
 Sampler = Callable[[int], torch.Tensor]     # batch size -> images
 
@@ -34,78 +40,66 @@ def timed(sample: Sampler, batch_size: int, repeats: int = 1, warmup: bool = Tru
     return batch_size * repeats / (time.perf_counter() - t0)
 
 
-def _trained(module, profile: str):
-    """The notebook's exported model when its module offers ``load_trained(profile)`` and it has run, else None."""
-    fn = getattr(module, "load_trained", None)
+def _trained(load: Callable, profile: str):
+    """The notebook's exported model, or None when its notebook has not run in ``profile`` yet."""
     try:
-        return fn(profile) if fn is not None else None
-    except (FileNotFoundError, KeyError, ValueError):
+        return load(profile)
+    except FileNotFoundError:
         return None
 
 
-def _sample_config(pd, sec, steps: int | None):
-    """06/07's ``SampleConfig`` from their profile section (keys ``sampler``, ``sample_steps``, ``guidance``)."""
-    sc = pd.SampleConfig()
-    return pd.SampleConfig(sec.get("sampler", sc.sampler), steps or sec.get("sample_steps", sc.steps),
-                           sec.get("guidance", sc.guidance))
+def _sample_config(sec, steps: int | None, batch_size: int) -> SampleConfig:
+    """06/07's sampler settings from their profile section (``steps`` overrides the step count)."""
+    return SampleConfig(sec.sampler, steps or sec.sample_steps, sec.guidance, batch_size)
 
 
 def pixel_diffusion_sampler(profile: str, steps: int | None = None) -> tuple[Sampler, dict]:
-    """06's sampler (DDIM + CFG) with the profile's UNet (trained weights when 06 exports a loader)."""
-    pd = importlib.import_module("mmlib.t2i.pixel_diffusion")
+    """06's sampler (DDIM + CFG) with the profile's UNet (the trained weights once 06 has exported them)."""
     sec = profiles.get(profile).pixel_diffusion
-    model = _trained(pd, profile)
+    model = _trained(pd.load_trained, profile)
     trained = model is not None
     if model is None:
         torch.manual_seed(0)
         model = pd.PixelDiffusion(pd.config_from_profile(sec))
-    cfg, sc = model.cfg, _sample_config(pd, sec, steps)
+    cfg = model.cfg
 
     def sample(b: int) -> torch.Tensor:
         text = torch.randn(b, cfg.max_tokens, cfg.text_dim)
         mask = torch.ones(b, cfg.max_tokens, dtype=torch.bool)
-        return pd.sample(model.eval(), text, mask, text[0], mask[0],
-                         pd.SampleConfig(sc.sampler, sc.steps, sc.guidance, b))
+        return pd.sample(model.eval(), text, mask, text[0], mask[0], _sample_config(sec, steps, b))
 
+    sc = _sample_config(sec, steps, 1)
     return sample, {"model": "06 pixel diffusion", "trained": trained, "steps": sc.steps,
-                    "sampler": sc.sampler, "guidance": sc.guidance, "params": sum(p.numel() for p in model.parameters())}
+                    "sampler": sc.sampler, "guidance": sc.guidance, "params": n_params(model)}
 
 
 def latent_diffusion_sampler(profile: str, steps: int | None = None) -> tuple[Sampler, dict]:
     """07's sampler (DDIM + CFG on VQ latents, then the VQ decoder) with the profile's sizes."""
-    ld = importlib.import_module("mmlib.t2i.latent_diffusion")
-    vqvae = importlib.import_module("mmlib.t2i.vqvae")
-    pd = importlib.import_module("mmlib.t2i.pixel_diffusion")
     sec = profiles.get(profile).latent_diffusion
-    loaded = _trained(ld, profile)            # (model, vq) when 07 exports a loader
+    loaded = _trained(ld.load_trained, profile)            # (model, vq) once 07 has exported them
     if loaded is None:
         torch.manual_seed(0)
         model = ld.LatentDiffusion(ld.config_from_profile(sec))
-        vq_kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(sec.get("vq", {})).items()
-                 if k in vqvae.VQConfig.__dataclass_fields__}
-        vq_cfg = vqvae.VQConfig(**vq_kw)
-        if "image_size" not in vq_kw:         # the decoder must produce the UNet's latent size
+        vq_cfg = vqvae.config_from_profile(sec)
+        if "image_size" not in sec.vq:         # the decoder must produce the UNet's latent size
             vq_cfg.image_size = model.cfg.latent_size * vq_cfg.downsample
         vq = vqvae.build_vqmodel(vq_cfg).eval()
     else:
         model, vq = loaded
-    cfg, sc = model.cfg, _sample_config(pd, sec, steps)
+    cfg = model.cfg
 
     def sample(b: int) -> torch.Tensor:
         text = torch.randn(b, cfg.max_tokens, cfg.text_dim)
         mask = torch.ones(b, cfg.max_tokens, dtype=torch.bool)
-        z = ld.sample_latents(model.eval(), text, mask, text[0], mask[0], pd.SampleConfig(sc.sampler, sc.steps,
-                                                                                          sc.guidance, b))
+        z = ld.sample_latents(model.eval(), text, mask, text[0], mask[0], _sample_config(sec, steps, b))
         return ld.decode_latents(vq, z)
 
+    sc = _sample_config(sec, steps, 1)
     return sample, {"model": "07 latent diffusion", "trained": loaded is not None, "steps": sc.steps,
-                    "sampler": sc.sampler, "guidance": sc.guidance,
-                    "params": sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in vq.parameters())}
+                    "sampler": sc.sampler, "guidance": sc.guidance, "params": n_params(model) + n_params(vq)}
 
 
 def infinity_sampler(model, tokenizer, sc) -> tuple[Sampler, dict]:
-    from .sampling import generate, to_uint8
-    from .transformer import Text
     cfg = model.cfg
 
     def sample(b: int) -> torch.Tensor:
@@ -114,7 +108,7 @@ def infinity_sampler(model, tokenizer, sc) -> tuple[Sampler, dict]:
 
     return sample, {"model": "09 Infinity (ours)", "trained": True, "steps": len(cfg.scales),
                     "sampler": "next-scale" + (", KV cache" if sc.use_cache else ""), "guidance": sc.cfg_scale,
-                    "params": sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in tokenizer.parameters())}
+                    "params": n_params(model) + n_params(tokenizer)}
 
 
 def compare(profile: str, model, tokenizer, sc, batch_size: int = 8, repeats: int = 1,
@@ -124,20 +118,14 @@ def compare(profile: str, model, tokenizer, sc, batch_size: int = 8, repeats: in
     ``diffusion_steps`` replaces 06/07's step count (smoke only: seconds instead of minutes; the
     rows then say so and the ratio is not the study's comparison).
 
-    Returns ``{"rows": [...], "ratio_vs_06": x, "ratio_vs_07": y, ...}``; a sampler that cannot be
-    built is listed with its reason instead of a time.
+    Returns ``{"rows": [...], "ratio_vs_06": x, "ratio_vs_07": y, ...}``.
     """
-    import os
     rows = []
     builders = [("06", lambda: pixel_diffusion_sampler(profile, diffusion_steps)),
                 ("07", lambda: latent_diffusion_sampler(profile, diffusion_steps)),
                 ("09", lambda: infinity_sampler(model, tokenizer, sc))]
     for nb, build in builders:
-        try:
-            sample, info = build()
-        except (ImportError, NotImplementedError, AttributeError, TypeError) as e:
-            rows.append({"notebook": nb, "images_per_second": None, "note": f"not timed: {e}"})
-            continue
+        sample, info = build()
         with torch.no_grad():
             ips = timed(sample, batch_size, repeats, warmup)
         rows.append({"notebook": nb, **info, "images_per_second": ips, "seconds_per_image": 1 / ips})

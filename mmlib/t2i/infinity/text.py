@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ... import device
+from ... import ckpt, device
 from .transformer import Text
 
 
@@ -71,14 +71,10 @@ def encode_cached(encoder: TextEncoder, captions: Sequence[str], cache_dir: Path
     """Encode ``captions`` once; cached as fp16 under ``cache_dir`` keyed by encoder and captions."""
     key = hashlib.sha256(("\n".join(captions) + f"|{encoder.name}|{encoder.max_tokens}|{device.precision()}")
                          .encode()).hexdigest()[:12]
-    path = Path(cache_dir) / f"text-{key}.pt"
-    if path.exists():
-        d = torch.load(path, weights_only=True)
-        return Text(d["tokens"].float(), d["mask"], d["pooled"].float())
-    text = encoder(captions)
-    text = Text(text.tokens.half().float(), text.mask, text.pooled.half().float())   # same values as a cache hit
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"tokens": text.tokens.half(), "mask": text.mask, "pooled": text.pooled.half()}, tmp)
-    tmp.replace(path)
-    return text
+
+    def compute() -> dict[str, torch.Tensor]:
+        t = encoder(captions)
+        return {"tokens": t.tokens.half(), "mask": t.mask, "pooled": t.pooled.half()}
+
+    d, _ = ckpt.cached(Path(cache_dir) / f"text-{key}.safetensors", compute)   # a miss returns what a hit reads
+    return Text(d["tokens"].float(), d["mask"], d["pooled"].float())

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...images import psnr as images_psnr, to_signed
 from .bsq import BSQ, bits_to_codes
 
 
@@ -185,7 +186,7 @@ class BitwiseTokenizer(nn.Module):
 
 def tokenizer_loss(model: BitwiseTokenizer, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
     """``train.fit`` loss: batch["image"] uint8 (B, 3, H, W)."""
-    x = to_unit(batch["image"])
+    x = to_signed(batch["image"])
     rec, q = model(x)
     rec = rec.float()
     l1, mse = (rec - x).abs().mean(), (rec - x).pow(2).mean()
@@ -193,15 +194,9 @@ def tokenizer_loss(model: BitwiseTokenizer, batch: dict) -> tuple[torch.Tensor, 
     return loss, {"l1": l1.detach(), "psnr": psnr(rec.detach(), x), "entropy": q.entropy.detach()}
 
 
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> float in [-1, 1]."""
-    return images.float() / 127.5 - 1
-
-
 def psnr(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of images in [-1, 1] (peak-to-peak 2), averaged over the batch."""
-    mse = (rec.clamp(-1, 1) - x).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return (10 * torch.log10(4 / mse)).mean()
+    """Mean PSNR in dB of reconstructions of images in [-1, 1] (peak-to-peak 2)."""
+    return images_psnr(rec.clamp(-1, 1), x, peak=2.0).mean()
 
 
 @torch.no_grad()
@@ -210,7 +205,7 @@ def psnr_per_scale(model: BitwiseTokenizer, images: torch.Tensor, batch_size: in
     model.eval()
     totals = torch.zeros(len(model.cfg.scales))
     for i in range(0, len(images), batch_size):
-        x = to_unit(images[i:i + batch_size])
+        x = to_signed(images[i:i + batch_size])
         bits = model.encode(x)
         for k in range(1, len(bits) + 1):
             totals[k - 1] += psnr(model.decode_bits(bits[:k]), x) * len(x)

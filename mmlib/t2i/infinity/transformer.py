@@ -234,10 +234,6 @@ def bit_accuracy_per_scale(model: ScaleTransformer, quantizer: nn.Module, data: 
     return (correct / n).tolist()
 
 
-def n_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def time_heads(d_model: int, bits: int, n_tokens: int = 2048, repeats: int = 3) -> dict[str, float]:
     """Measured seconds of forward+backward of both heads on ``n_tokens`` hidden states (same loss shape)."""
     import time

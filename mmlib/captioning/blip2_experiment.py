@@ -1,0 +1,151 @@
+"""Notebooks 04 and 05, stage 1: the Q-former's data, training run, retrieval, figure and Table 2 rows.
+
+The model and its losses live in :mod:`.qformer`; this module ties them to a profile: the frozen
+image tokens (03's world CLIP in smoke/cpu, BLIP-2's EVA ViT-g/14 in paper), the caption tensors,
+``train.fit``, and the rows the report shows.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import matplotlib.pyplot as plt
+import torch
+
+from .. import data, paths, pretrained, profiles, results, train
+from ..nets import count_parameters
+from . import encoders, experiment
+from .blip2_weights import BLIP2_HUB, EVATokens, blip2_vision
+from .clip_pretrain import ensure_world_clip
+from .qformer import QFormer, QFormerConfig, TextCodec, init_from_text_encoder, qformer_loss, retrieval_recall
+
+
+def image_features(profile: str):
+    """Frozen image tokens of every train and val image (an ``experiment.Features``), computed once.
+
+    smoke/cpu: the CLIP pretrained on world8k by 03 (its whole ViT token sequence, CLS included) —
+    the very cache 03 wrote, so nothing is re-encoded; pretrained first if 03 has not run.
+    paper: BLIP-2's EVA ViT-g/14 (all 257 tokens, as BLIP-2 feeds its Q-former), cached here."""
+    if profile != "paper":
+        ensure_world_clip(profile)
+        return experiment.features(profile, "clip")
+    split = data.load(profile)
+    names = [n for n, _ in split.train] + [n for n, _ in split.val]
+    enc = EVATokens(blip2_vision(BLIP2_HUB))
+    key = {"encoder": enc.name, "weights": BLIP2_HUB, "folder": str(split.folder), "size": 224,
+           "names": hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]}
+    tokens, seconds = encoders.cached_features(enc, lambda: data.images(split.folder, names, 224),
+                                               paths.run_dir(profile, "04") / "features", key, batch_size=32)
+    n = len(split.train)
+    return experiment.Features(split, tokens[:n], tokens[n:], enc.name, count_parameters(enc)[0], seconds, key)
+
+
+def captions_per_image(items: list, n: int) -> tuple[list[int], list[str]]:
+    """(image index, caption) pairs: the first ``n`` captions of each image (n=1: the study's
+    single-annotation strategy)."""
+    idx, caps = [], []
+    for i, (_, refs) in enumerate(items):
+        for c in refs[:n]:
+            idx.append(i)
+            caps.append(c)
+    return idx, caps
+
+
+def build(profile: str, feats) -> tuple[QFormer, TextCodec, dict, dict]:
+    """Model, codec, training tensors and checkpoint key of stage 1 for a profile (used by 04, and by
+    05 to reload 04's trained Q-former from its checkpoint)."""
+    p = profiles.get(profile).qformer
+    split = feats.split
+    tok, bert = pretrained.text_encoder(profile)
+    idx, caps = captions_per_image(split.train, p.captions_per_image)
+    codec = TextCodec.build(tok, caps, subset=p.vocab_subset)
+    sizes = dict(hidden_size=p.hidden_size, num_layers=p.num_layers, num_heads=p.num_heads,
+                 intermediate_size=p.intermediate_size)
+    if p.init == "text_encoder":   # the encoder's own widths (MiniLM 384×6 in cpu, BERT-base in paper)
+        c = bert.config
+        sizes = dict(hidden_size=c.hidden_size, num_layers=c.num_hidden_layers, num_heads=c.num_attention_heads,
+                     intermediate_size=c.intermediate_size)
+    cfg = QFormerConfig(vocab_size=codec.vocab_size, **sizes, num_queries=p.num_queries,
+                        cross_attention_freq=p.cross_attention_freq, d_image=feats.train.size(-1),
+                        embed_dim=p.embed_dim, max_text_len=p.max_text_len, dropout=p.dropout,
+                        pad_id=codec.pad_id, cls_id=codec.cls_id, eos_id=codec.eos_id, dec_id=codec.dec_id)
+    torch.manual_seed(p.seed)
+    model = QFormer(cfg)
+    if p.init == "text_encoder":
+        init_from_text_encoder(model, bert, codec)
+    ids, mask = codec.encode(caps, p.max_text_len)
+    tensors = {"ids": ids, "mask": mask, "image_id": torch.tensor(idx)}
+    key = {"model": cfg.to_dict(), "init": p.init, "captions_per_image": p.captions_per_image,
+           "n_train": len(split.train), "features": feats.key}
+    return model, codec, tensors, key
+
+
+def train_config(profile: str, section: str = "qformer"):
+    p = getattr(profiles.get(profile), section)
+    return train.TrainConfig(steps=p.steps, batch_size=p.batch_size, lr=p.lr, warmup=p.warmup,
+                             weight_decay=p.weight_decay, seed=p.seed, log_every=p.log_every)
+
+
+def loss_on(feats: torch.Tensor):
+    """``qformer_loss`` reading image tokens from a bank by ``image_id`` (no per-caption copies)."""
+    def loss_fn(model: QFormer, batch: dict):
+        return qformer_loss(model, {**batch, "image": feats[batch["image_id"]]})
+    return loss_fn
+
+
+def train_stage1(profile: str, feats, retrain: bool = False, progress: bool = True):
+    """Build and train (or reload, when a finished checkpoint exists) stage 1 -> (model, codec, FitResult)."""
+    model, codec, tensors, key = build(profile, feats)
+    result = train.fit(model, loss_on(feats.train), tensors, train_config(profile), paths.run_dir(profile, "04"), key,
+                       progress=progress, restart=retrain)
+    return model.eval(), codec, result   # a finished run is reloaded from its checkpoint, not retrained
+
+
+def val_retrieval(model: QFormer, codec: TextCodec, feats, max_len: int) -> dict[str, float]:
+    """ITC retrieval R@1/R@5 on the validation split, all five captions of every image."""
+    caps = [c for _, cs in feats.split.val for c in cs[:5]]
+    owner = torch.arange(len(feats.split.val)).repeat_interleave(5)
+    ids, mask = codec.encode(caps, max_len)
+    return retrieval_recall(model, feats.val, ids, mask, owner)
+
+
+def loss_figure(history: list[dict], keys=("itc", "itm", "itg"), title: str = "BLIP-2 stage-1 losses"):
+    """One panel per loss, against the training step."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    steps = [h["step"] for h in history]
+    for ax, k in zip(axes[0], keys):
+        ax.plot(steps, [h[k] for h in history])
+        ax.set_title(k.upper() if k != "loss" else "caption loss")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- tables
+STUDY_BLEU = {3: (52.3, 36.7, 24.7, 15.8), 4: (72.2, 50.9, 36.1, 25.9)}   # Table 2, seed-mode BLEU, Flickr8k
+STUDY_ROWS = {1: "ResNet-18 + cross-attn decoder", 2: "CLIP ViT-B/32 + cross-attn decoder",
+              3: "EVA ViT-g/14 + Q-former (BERT, [DEC])", 4: "EVA ViT-g/14 + pretrained Q-former + TinyLlama-1.1B"}
+
+
+def table2_row(profile: str, label: str, sc: dict[str, float]) -> dict:
+    """One row of Table 2 in the columns 02/03 use: seed-mode BLEU-1..4, then standard BLEU-4, CIDEr-D, ROUGE-L."""
+    row = {"model": label, "profile / data": f"{profile} / {'Flickr8k' if profile == 'paper' else 'world8k'}"}
+    row.update({f"BLEU-{i} (seed)": sc[f"seed BLEU-{i}"] for i in range(1, 5)})
+    row.update({k: sc[k] for k in ("BLEU-4", "CIDEr-D", "ROUGE-L")})
+    return row
+
+
+def study_row(row: int) -> dict:
+    out = {"model": f"study row {row}: {STUDY_ROWS[row]}", "profile / data": "paper / Flickr8k"}
+    out.update({f"BLEU-{i} (seed)": b for i, b in enumerate(STUDY_BLEU[row], 1)})
+    return {**out, "BLEU-4": None, "CIDEr-D": None, "ROUGE-L": None}
+
+
+def reference_scores(profile: str, feats) -> tuple[dict, dict]:
+    """(retrieval baseline, human ceiling) scores: 03's saved ones when 03 ran on the same features
+    (the same CLIP tokens give the same baseline), else computed here."""
+    saved = results.load(profile, "03_scores", default=None)
+    if saved and profile != "paper":
+        return saved["retrieval"], saved["ceiling"]
+    return experiment.score(experiment.retrieval_baseline(feats), feats.split), experiment.ceiling(feats.split)
