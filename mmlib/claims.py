@@ -51,18 +51,12 @@ def pairwise(profile: str, better: str, worse: list[str], metric: str = "seed BL
 
 
 def lora_style(profile: str) -> tuple[str, bool | None]:
-    t = _get(profile, "sd_lora_style")
-    if not t:
+    s = _get(profile, "sd_lora")
+    if not s or s.get("photo_share_lora") is None:
         return "08 not run", None
-    rows = {r["images"]: r for r in t["rows"]}
-    base = next((r for k, r in rows.items() if "base" in k.lower()), None)
-    loras = [r for k, r in rows.items() if "lora" in k.lower()]    # weights 0.5 then 1: judge the full adapter
-    lora = loras[-1] if loras else None
-    if base is None or lora is None:
-        return "08 rows missing", None
-    return (f"photo-style share {base['photo style %']:.0f} % → {lora['photo style %']:.0f} %; "
-            f"fidelity {base['fidelity %']:.0f} % → {lora['fidelity %']:.0f} %"), \
-        lora["photo style %"] > base["photo style %"] + 10
+    return (f"photo-style share {s['photo_share_base']:.0f} % → {s['photo_share_lora']:.0f} %; "
+            f"fidelity {s['fidelity_base']:.0f} % → {s['fidelity_lora']:.0f} %"), \
+        s["photo_share_lora"] > s["photo_share_base"] + 10
 
 
 def infinity_speed(profile: str) -> tuple[str, bool | None]:

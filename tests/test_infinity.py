@@ -258,8 +258,9 @@ def test_t5_text_encoder_loads_offline(tmp_path):
 def test_settings_take_every_profile_key_by_name(profile):
     from mmlib import profiles
     from mmlib.t2i.infinity import pipeline
-    sec, s = profiles.get(profile).infinity, pipeline.settings(profile)
-    for key in ("flip_prob", "max_tokens", "n_train", "captions_per_image", "sample_batch", "speed_batch",
-                "speed_diffusion_steps", "text_encoder"):
-        if key in sec:
-            assert getattr(s, key) == sec[key], key
+    raw, s = profiles.SECTIONS["infinity"][profile], pipeline.settings(profile)
+    for key, value in raw.items():
+        if not isinstance(value, dict):
+            assert getattr(s, key) == (tuple(value) if isinstance(value, list) else value), key
+    assert (s.transformer.bits, s.transformer.scales) == (s.tokenizer.bits, s.tokenizer.scales)
+    assert pipeline.settings(profile, flip_prob=0.0).flip_prob == 0.0

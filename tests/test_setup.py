@@ -1,4 +1,5 @@
 """Setup files agree, profiles are checked, notebooks are stored clean and parameterised."""
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -26,10 +27,34 @@ def test_unknown_profile_is_a_clear_error():
         profiles.get("laptop")
 
 
-def test_every_profile_has_every_section():
+def test_every_profile_builds_every_section_into_its_typed_settings():
     for name in profiles.PROFILES:
-        view = profiles.get(name)
-        assert set(view) == set(profiles.SECTIONS)
+        p = profiles.get(name)
+        for section in profiles.SECTIONS:
+            value = getattr(p, section)
+            assert dataclasses.is_dataclass(value) and type(value).__dataclass_params__.frozen, (name, section)
+    with pytest.raises(AttributeError, match="no section 'pixel_difusion'"):
+        profiles.get("cpu").pixel_difusion
+
+
+def test_a_misspelt_setting_is_an_error_naming_it(monkeypatch):
+    from mmlib.settings import SettingsError
+    bad = {**profiles.SECTIONS["pixel_diffusion"]["smoke"], "stpes": 10}
+    monkeypatch.setitem(profiles.SECTIONS["pixel_diffusion"], "smoke", bad)
+    profiles._build.cache_clear()
+    try:
+        with pytest.raises(SettingsError, match=r"profiles.pixel_diffusion\['smoke'\]: unknown setting 'stpes'"):
+            profiles.get("smoke")
+        nested = {**profiles.SECTIONS["pixel_diffusion"]["smoke"]}
+        nested = {k: v for k, v in bad.items() if k != "stpes"}
+        nested["model"] = {**nested["model"], "blok_out_channels": (8,)}
+        monkeypatch.setitem(profiles.SECTIONS["pixel_diffusion"], "smoke", nested)
+        profiles._build.cache_clear()
+        with pytest.raises(SettingsError, match=r"\.model: unknown setting 'blok_out_channels'"):
+            profiles.get("smoke")
+    finally:
+        monkeypatch.undo()
+        profiles._build.cache_clear()
 
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))

@@ -7,16 +7,40 @@ image tokens (03's world CLIP in smoke/cpu, BLIP-2's EVA ViT-g/14 in paper), the
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import torch
 
 from .. import data, paths, pretrained, profiles, results, train
 from ..nets import count_parameters
+from ..train import TrainConfig
 from . import encoders, experiment
 from .blip2_weights import BLIP2_HUB, EVATokens, blip2_vision
 from .clip_pretrain import ensure_world_clip
 from .qformer import QFormer, QFormerConfig, TextCodec, init_from_text_encoder, qformer_loss, retrieval_recall
+
+
+@dataclass(frozen=True)
+class QFormerSettings:
+    """Profile section ``qformer`` (04): the stage-1 Q-former, its training run and decoding."""
+    hidden_size: int                 # BERT layers: width, depth, heads, feed-forward width
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    num_queries: int                 # learned queries (BLIP-2: 32)
+    cross_attention_freq: int        # queries cross-attend to the image every k-th layer
+    embed_dim: int                   # ITC embedding
+    max_text_len: int                # caption tokens
+    dropout: float
+    init: str                        # "scratch" (the study's row 3) or "text_encoder" (BLIP-2's BERT init)
+    vocab_subset: bool               # keep only the word pieces of the training captions
+    captions_per_image: int          # 1: the study's single-annotation strategy
+    train: TrainConfig               # train.fit's run: steps, batch, lr, warm-up, weight decay, seed (also the init's)
+    beam: int                        # decoding of the reported captions
+    max_len: int
+    n_val: int | None                # validation images scored (None: all)
+    n_figure: int                    # examples in the figure
 
 
 def image_features(profile: str):
@@ -68,7 +92,7 @@ def build(profile: str, feats) -> tuple[QFormer, TextCodec, dict, dict]:
                         cross_attention_freq=p.cross_attention_freq, d_image=feats.train.size(-1),
                         embed_dim=p.embed_dim, max_text_len=p.max_text_len, dropout=p.dropout,
                         pad_id=codec.pad_id, cls_id=codec.cls_id, eos_id=codec.eos_id, dec_id=codec.dec_id)
-    torch.manual_seed(p.seed)
+    torch.manual_seed(p.train.seed)
     model = QFormer(cfg)
     if p.init == "text_encoder":
         init_from_text_encoder(model, bert, codec)
@@ -79,10 +103,9 @@ def build(profile: str, feats) -> tuple[QFormer, TextCodec, dict, dict]:
     return model, codec, tensors, key
 
 
-def train_config(profile: str, section: str = "qformer"):
-    p = getattr(profiles.get(profile), section)
-    return train.TrainConfig(steps=p.steps, batch_size=p.batch_size, lr=p.lr, warmup=p.warmup,
-                             weight_decay=p.weight_decay, seed=p.seed, log_every=p.log_every)
+def train_config(profile: str, section: str = "qformer") -> train.TrainConfig:
+    """The training run of the ``qformer`` (04) or ``qformer_llm`` (05) section."""
+    return getattr(profiles.get(profile), section).train
 
 
 def loss_on(feats: torch.Tensor):

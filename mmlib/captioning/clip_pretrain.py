@@ -43,6 +43,37 @@ class WorldCLIPConfig:
     context_length: int = 24    # BPE tokens per caption (world captions: 99 % ≤ 23 words)
 
 
+@dataclass(frozen=True)
+class WorldCLIPSettings:
+    """Profile ``caption_clip.clip`` in smoke/cpu: the world CLIP's architecture and its pretraining run."""
+    image_size: int
+    patch_size: int
+    vision_width: int
+    vision_layers: int
+    text_width: int
+    text_layers: int
+    heads: int
+    embed_dim: int
+    context_length: int
+    steps: int
+    batch_size: int
+    lr: float
+    warmup: int = 0
+    seed: int = 0
+
+    def model_config(self) -> WorldCLIPConfig:
+        return WorldCLIPConfig(**{f: getattr(self, f) for f in WorldCLIPConfig.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class HubCLIPSettings:
+    """Profile ``caption_clip.clip`` in paper: an open_clip model by name with its pretrained tag."""
+    model_name: str
+    pretrained: str
+    image_size: int = 224
+    context_length: int = 77
+
+
 def build(cfg: WorldCLIPConfig):
     """An open_clip ``CLIP`` with a small custom config (random init)."""
     from open_clip.model import CLIP
@@ -139,13 +170,13 @@ def pretrain(profile: str, split=None, retrain: bool = False, progress: bool = T
     on the validation split, save it; returns {"model", "config", "metrics", "fit"}."""
     from .. import data, train
     settings = profiles.get(profile).caption_clip.clip
-    cfg = WorldCLIPConfig(**{k: v for k, v in settings.items() if k in WorldCLIPConfig.__dataclass_fields__})
+    cfg = settings.model_config()
     split = split or data.load(profile)
     names = [n for n, _ in split.train]
     images = data.images(split.folder, names, cfg.image_size)                     # (N, 3, H, W) uint8
     tokens = tokenize(profile, [c for _, cs in split.train for c in cs[:5]], cfg.context_length)
     tokens = tokens.view(len(names), 5, cfg.context_length)                       # (N, 5, L)
-    torch.manual_seed(settings.get("seed", 0))
+    torch.manual_seed(settings.seed)
     model = build(cfg)
     tcfg = train.TrainConfig(steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
                              weight_decay=0.1, betas=(0.9, 0.98), warmup=settings.warmup, log_every=10)

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .. import ckpt, data, paths, profiles, results, train
+from .. import data, paths, profiles, train
 from ..eval import captions as metrics
 from . import decoding, encoders
+from .clip_pretrain import HubCLIPSettings, WorldCLIPSettings, clip_dir
 from .retrieval import retrieval_captions
 from .vocab import Vocab
 from ..nets import count_parameters
@@ -24,6 +25,25 @@ SECTION = {"cnn": "caption_cnn", "clip": "caption_clip"}
 # the study's Table 2 rows 1-2 (real Flickr8k, seed-mode BLEU) and Table 1 rows 1-2
 STUDY_BLEU = {"cnn": (22.7, 13.9, 8.7, 5.2), "clip": (23.3, 15.5, 10.2, 6.2)}
 STUDY_PARAMS = {"cnn": ("ResNet-18", 512, "34.2M", "21.5M"), "clip": ("CLIP (ViT-B/32)", 768, "108M", "21.5M")}
+
+
+@dataclass(frozen=True)
+class CaptionSettings:
+    """Profile sections ``caption_cnn`` (02) and ``caption_clip`` (03): the decoder and its training run."""
+    image_size: int              # encoder input size
+    n_layer: int                 # decoder: layers, heads, width, feed-forward width, dropout
+    n_head: int
+    n_embd: int
+    d_ff: int
+    dropout: float
+    steps: int                   # train.fit: steps × batch_size, peak lr, linear warm-up
+    batch_size: int
+    lr: float
+    warmup: int
+    max_len: int                 # longest token sequence (BOS + words + EOS)
+    beam: int                    # beam width of the reported captions
+    all_captions: bool           # False: the study's first-caption-only strategy
+    clip: WorldCLIPSettings | HubCLIPSettings | None = None   # 03 only: the CLIP it pretrains or loads
 
 
 @dataclass
@@ -37,7 +57,7 @@ class Features:
     key: dict
 
 
-def settings(profile: str, kind: str) -> profiles.View:
+def settings(profile: str, kind: str) -> CaptionSettings:
     return getattr(profiles.get(profile), SECTION[kind])
 
 
@@ -55,7 +75,6 @@ def image_encoder(profile: str, kind: str):
     if profile == "paper":
         enc = encoders.clip_encoder(profile, pretrained=s.clip.pretrained, model_name=s.clip.model_name)
         return enc, {"encoder": enc.name}
-    from .clip_pretrain import clip_dir
     enc = encoders.clip_encoder(profile)
     return enc, {"encoder": enc.name, "weights": _file_digest(clip_dir(profile) / "model.safetensors")}
 

@@ -154,6 +154,7 @@ class QFormer(nn.Module):
         super().__init__()
         from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel, Blip2TextEmbeddings
         self.cfg = cfg
+        self.bos_id, self.eos_id, self.pad_id = cfg.dec_id, cfg.eos_id, cfg.pad_id   # decoding protocol: [DEC] starts
         hf = cfg.hf()
         self.query_tokens = nn.Parameter(torch.randn(1, cfg.num_queries, cfg.hidden_size) * 0.02)
         self.embeddings = Blip2TextEmbeddings(hf)         # word + position (no LayerNorm: qformer.layernorm)
@@ -250,19 +251,7 @@ class QFormer(nn.Module):
         l_itg = self.itg(image, ids, text_mask)
         return Losses(l_itc + l_itm + l_itg, l_itc, l_itm, l_itg)   # plain sum, as BLIP-2
 
-    # --- step protocol of mmlib.captioning.decoding (full recompute of the prefix) ----------------
-    @property
-    def bos_id(self) -> int:
-        return self.cfg.dec_id
-
-    @property
-    def eos_id(self) -> int:
-        return self.cfg.eos_id
-
-    @property
-    def pad_id(self) -> int:
-        return self.cfg.pad_id
-
+    # --- step protocol of mmlib.captioning.decoding (full recompute of the prefix; ids set in __init__)
     def start(self, image: torch.Tensor) -> dict:
         return {"image": image}
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..train import TrainConfig
 from .qformer import QFormerConfig
 
 PROMPT = "Generate a simple short caption:"  # the study's prompt
@@ -264,7 +265,7 @@ def build(profile: str, feats, stage1=None):
         qcfg, state, source = stage1.cfg.to_dict(), stage1.state_dict(), "04 (stage 1, world8k)"
     else:
         qcfg, state, source = blip2_qformer_config(p.qformer), load_blip2_state(p.qformer, ("query_tokens", "qformer.")), p.qformer
-    torch.manual_seed(p.seed)
+    torch.manual_seed(p.train.seed)
     model = QFormerLLM(QFormerLLMConfig(qformer=qcfg, max_caption_tokens=p.max_caption_tokens), llm, tok)
     load_query_branch(model, state)
     ids, mask = model.encode_captions(caps)
@@ -325,6 +326,27 @@ def paper_parameter_counts() -> tuple[list[dict], dict[str, float]]:
                      "total (M)": total / 1e6, "trainable (M)": trainable / 1e6,
                      "study total (M)": SEED_TABLE1[row][0] / 1e6, "study trainable (M)": SEED_TABLE1[row][1] / 1e6})
     return rows, summary
+
+
+@dataclass(frozen=True)
+class QFormerLLMSettings:
+    """Profile section ``qformer_llm`` (05): stage 2 over a frozen causal LLM, its training and decoding."""
+    qformer: str                     # "04" (04's trained stage 1) or a BLIP-2 checkpoint (paper)
+    llm: str                         # "tiny" (a random Llama written here, smoke) or "causal_lm" (mmlib.pretrained)
+    max_caption_tokens: int
+    train: TrainConfig               # train.fit's run: steps, batch, lr, warm-up, weight decay, seed (also the init's)
+    num_beams: int                   # decoding of the reported captions
+    max_new_tokens: int
+    repetition_penalty: float
+    n_val: int | None                # validation images scored (None: all)
+    n_figure: int
+
+
+def vs_baseline(scores: dict, baseline: dict, captions: list[str]) -> dict:
+    """Row 4 against the retrieval baseline (a result, recorded as ``05_vs_baseline``): whether it beats it
+    on BLEU-4 and CIDEr-D, and how many distinct captions it writes (a collapse shows as few)."""
+    return {"beats_retrieval_baseline": scores["BLEU-4"] > baseline["BLEU-4"] and scores["CIDEr-D"] > baseline["CIDEr-D"],
+            "distinct_captions": len(set(captions)), "n": len(captions)}
 
 
 # ----------------------------------------------------------------------------- notebook 05 steps

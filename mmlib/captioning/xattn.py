@@ -127,6 +127,7 @@ class XAttnCaptioner(nn.Module):
     def __init__(self, cfg: XAttnConfig):
         super().__init__()
         self.cfg = cfg
+        self.bos_id, self.eos_id, self.pad_id = cfg.bos_id, cfg.eos_id, cfg.pad_id   # decoding protocol
         self.img_proj = nn.Linear(cfg.d_image, cfg.n_embd)                    # W_img of eq. 1
         self.img_pos = nn.Parameter(torch.zeros(1, cfg.n_image_tokens, cfg.n_embd))  # where in the grid
         self.img_ln = nn.LayerNorm(cfg.n_embd)
@@ -153,19 +154,7 @@ class XAttnCaptioner(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, std=0.02)
 
-    # --- step protocol (mmlib.captioning.decoding) -------------------------------------------
-    @property
-    def bos_id(self) -> int:
-        return self.cfg.bos_id
-
-    @property
-    def eos_id(self) -> int:
-        return self.cfg.eos_id
-
-    @property
-    def pad_id(self) -> int:
-        return self.cfg.pad_id
-
+    # --- step protocol (mmlib.captioning.decoding; bos_id / eos_id / pad_id are set in __init__) ---
     def start(self, image_tokens: torch.Tensor) -> dict:
         """image_tokens (B, N, d_image) -> empty cache with the image keys/values of every layer."""
         mem = self.img_ln(self.img_proj(image_tokens) + self.img_pos[:, :image_tokens.size(1)])  # (B, N, C)

@@ -17,6 +17,17 @@ from ..paths import data_dir
 Item = tuple[str, list[str]]  # (image file name, its 5 captions)
 
 
+@dataclass(frozen=True)
+class DataSettings:
+    """Profile section ``data`` (notebook 01)."""
+    source: str                          # "world8k" (generated here) or "flickr8k" (a local Kaggle-layout folder)
+    image_size: int                      # world8k: rendered size; flickr8k: the size images are read at
+    n_images: int = 8091                 # world8k: images generated (Flickr8k has 8,091)
+    seed: int = 0                        # world8k: generator seed
+    real_ceiling: bool = False           # also score the real Flickr8k val references against each other (~100 s)
+    flickr8k_dir: str = "data/flickr8k"  # paper: the folder with captions.txt and Images/
+
+
 @dataclass
 class Split:
     folder: Path

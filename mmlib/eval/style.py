@@ -13,6 +13,7 @@ This module never imports a model of the study.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import train
-from .t2i import augment, to_input
+from .oracle import augment, to_input
 
 STYLES = ("cartoon", "photo")   # class index 0, 1
 
@@ -114,9 +115,7 @@ def classifier(profile: str, resolution: int, progress: bool = False) -> StyleCl
         names = [n for n, _ in items]
         return [mdata.images(folders[s], names, resolution) for s in STYLES]
 
-    cfg = StyleConfig(resolution=resolution)
-    sec = profiles.get(profile).sd_lora.get("style", {})
-    cfg = StyleConfig(**{**asdict(cfg), **{k: v for k, v in dict(sec).items() if k in asdict(cfg)}})
+    cfg = dataclasses.replace(profiles.get(profile).sd_lora.style, resolution=resolution)
     model, _ = fit_classifier(*renders(split.train), cfg, run_dir(profile, "style"),
                               {"data": [str(f) for f in folders.values()], "n": len(split.train)}, progress)
     model.accuracy = heldout_accuracy(model, *renders(split.val))

@@ -3,10 +3,9 @@
 The world knows the scene behind every caption and which attributes each caption states
 (``scenes.jsonl``), so a generated image can be checked against the caption that produced it:
 
-- **attribute oracle** — a small CNN trained on real world renders *at the resolution being judged*,
-  with blur / noise / shift augmentation so that slightly-off samples are not misjudged; one
-  classification head per canonical attribute (``world.ATTRIBUTES``). Its held-out accuracy on real
-  validation renders is reported next to every number it produces.
+- **attribute oracle** (``mmlib.eval.oracle``) — a small CNN trained on real world renders *at the
+  resolution being judged*; its held-out accuracy on real validation renders is reported next to
+  every number it produces.
 - **prompt fidelity** — over held-out (validation) captions: the share of the attributes a caption
   states that the oracle finds in the image generated from it, per attribute and overall (micro
   average over all stated attributes). The same number for the real held-out renders is the
@@ -33,55 +32,24 @@ The ``paper`` profile (real Flickr8k) has no scene records, so there is no oracl
 """
 from __future__ import annotations
 
-import json
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from .. import data as mdata
-from .. import profiles, results, train
-from ..paths import run_dir
+from .. import profiles, results
+# the oracle's API, re-exported: notebooks score with ``t2i.oracle`` / ``t2i.prompt_fidelity`` side by side
+from .oracle import (AttributeOracle, OracleConfig, attributes, augment, encode_labels, features,  # noqa: F401
+                     fit_oracle, heldout_accuracy, oracle, predict, read_scenes)
 
 ROW_NOTEBOOKS = ("06", "07", "08", "09")
 TABLE_KEY = "t2i_table"
 # attributes shown as their own columns in the shared table (all of them are in each saved row)
 TABLE_ATTRS = ("background", "subject", "clothing_colour", "dog_colour", "count")
-
-
-def attributes() -> dict[str, list]:
-    from ..data import world
-    return world.ATTRIBUTES
-
-
-# ----------------------------------------------------------------------------- scene labels
-
-
-def read_scenes(folder: Path) -> dict[str, dict]:
-    """``scenes.jsonl`` of a world folder: image name -> record (``attributes``, ``captions`` with ``stated``)."""
-    path = Path(folder) / "scenes.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: prompt fidelity needs the world's scene records "
-                                f"(smoke/cpu profiles); real Flickr8k has no ground-truth scenes")
-    with open(path) as f:
-        return {r["image"]: r for r in map(json.loads, f)}
-
-
-def encode_labels(attrs: dict, names: Sequence[str] | None = None) -> torch.Tensor:
-    """Attribute dict -> (A,) value indices in ``world.ATTRIBUTES`` order; -100 where not applicable."""
-    table = attributes()
-    names = list(names or table)
-    out = torch.full((len(names),), -100, dtype=torch.long)
-    for i, a in enumerate(names):
-        if a in attrs:
-            out[i] = table[a].index(attrs[a])
-    return out
 
 
 @dataclass
@@ -120,166 +88,6 @@ def heldout_prompts(profile: str, n: int | None = None) -> Prompts:
         cap = scenes[name]["captions"][j % 5] if scenes else {"caption": refs[j % len(refs)], "stated": {}}
         images.append(name), captions.append(cap["caption"]), stated.append(cap["stated"])
     return Prompts(images, captions, stated, split.folder)
-
-
-# ----------------------------------------------------------------------------- oracle
-
-
-@dataclass
-class OracleConfig:
-    resolution: int = 32
-    width: int = 16               # channels of the first stage; doubled at each of 3 stages
-    steps: int = 400
-    batch_size: int = 128
-    lr: float = 3e-3
-    blur: float = 1.2             # max Gaussian blur sigma (pixels at this resolution)
-    noise: float = 0.08           # max additive Gaussian noise sigma (images in [0, 1])
-    shift: int = 2                # max random translation, pixels
-    seed: int = 0
-
-
-class AttributeOracle(nn.Module):
-    """Conv stages (GroupNorm, so all state is in the weights) -> pooled feature -> one head per attribute."""
-
-    def __init__(self, cfg: OracleConfig, heads: dict[str, int]):
-        super().__init__()
-        self.cfg, self.names = cfg, list(heads)
-        w = cfg.width
-        chans = [3, w, 2 * w, 4 * w]
-        layers: list[nn.Module] = []
-        for i in range(3):
-            c_in, c = chans[i], chans[i + 1]
-            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.GroupNorm(8, c), nn.GELU(),
-                       nn.Conv2d(c, c, 3, padding=1), nn.GroupNorm(8, c), nn.GELU()]
-            if i < 2:
-                layers.append(nn.AvgPool2d(2))
-        self.body = nn.Sequential(*layers)
-        self.feature_dim = 8 * w   # mean- and max-pooled
-        self.heads = nn.ModuleDict({a: nn.Linear(self.feature_dim, k) for a, k in heads.items()})
-        self.accuracy: dict[str, float] = {}   # held-out accuracy on real val renders, filled by oracle()
-
-    @property
-    def resolution(self) -> int:
-        return self.cfg.resolution
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        # x (B, 3, r, r) float in [0, 1] -> (B, 8w)
-        h = self.body(x * 2 - 1)
-        return torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        f = self.features(x)
-        return {a: head(f) for a, head in self.heads.items()}   # attribute -> (B, n_values)
-
-
-def to_input(images: torch.Tensor, resolution: int) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> float [0, 1] at the oracle's resolution (antialiased resize if needed)."""
-    if images.dtype != torch.uint8:
-        raise TypeError(f"expected uint8 images (N, 3, H, W), got {images.dtype}")
-    x = images.float() / 255
-    if x.shape[-1] != resolution or x.shape[-2] != resolution:
-        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
-    return x
-
-
-def augment(x: torch.Tensor, cfg: OracleConfig) -> torch.Tensor:
-    """Random blur, shift, flip and noise (global torch RNG, so train.fit resumes exactly)."""
-    b = x.shape[0]
-    # Gaussian blur with a per-image sigma in [0, cfg.blur]: 5x5 separable kernels
-    sigma = torch.rand(b) * cfg.blur + 1e-3
-    r = torch.arange(-2, 3, dtype=torch.float32)
-    k = torch.exp(-r[None] ** 2 / (2 * sigma[:, None] ** 2))
-    k = k / k.sum(1, keepdim=True)                                     # (B, 5)
-    xs = x.reshape(1, b * 3, *x.shape[-2:])
-    kh = k.repeat_interleave(3, 0)[:, None, None, :]                   # (3B, 1, 1, 5)
-    xs = F.conv2d(F.pad(xs, (2, 2, 0, 0), mode="replicate"), kh, groups=b * 3)
-    xs = F.conv2d(F.pad(xs, (0, 0, 2, 2), mode="replicate"), kh.transpose(2, 3), groups=b * 3)
-    x = xs.reshape_as(x)
-    if cfg.shift:
-        s = cfg.shift
-        dx, dy = torch.randint(-s, s + 1, (2,)).tolist()
-        x = torch.roll(F.pad(x, (s, s, s, s), mode="replicate"), (dy, dx), (2, 3))[..., s:-s, s:-s]
-    flip = torch.rand(b) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    x = x + torch.randn_like(x) * (torch.rand(b, 1, 1, 1) * cfg.noise)
-    return x.clamp(0, 1)
-
-
-def oracle_config(profile: str, resolution: int) -> OracleConfig:
-    sec = profiles.get(profile).t2i_eval
-    kw = {k: sec[k] for k in OracleConfig.__dataclass_fields__ if k in sec}
-    return OracleConfig(**{**kw, "resolution": resolution})
-
-
-def _labelled(folder: Path, items: Sequence, resolution: int, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    scenes = read_scenes(folder)
-    img_names = [name for name, _ in items]
-    x = mdata.images(folder, img_names, resolution)                    # uint8 (N, 3, r, r)
-    y = torch.stack([encode_labels(scenes[n]["attributes"], names) for n in img_names])  # (N, A)
-    return x, y
-
-
-def oracle(profile: str, resolution: int, progress: bool = False) -> AttributeOracle:
-    """The attribute oracle for ``profile`` at ``resolution``: trained on the train split's real renders
-    (``train.fit``, checkpoint cached in ``runs/<profile>/t2i_eval/``), with ``.accuracy`` = held-out
-    accuracy per attribute on the val renders (also saved as result ``t2i_oracle_<r>px``)."""
-    cfg = oracle_config(profile, resolution)
-    split = mdata.load(profile)
-    names = list(attributes())
-    x, y = _labelled(split.folder, split.train, resolution, names)
-    key = {"data": str(split.folder), "n_train": len(split.train)}
-    model, fit = fit_oracle(x, y, names, cfg, run_dir(profile, "t2i_eval"), key, progress)
-    model.accuracy = heldout_accuracy(model, *_labelled(split.folder, split.val, resolution, names))
-    results.save(profile, f"t2i_oracle_{resolution}px", {
-        "resolution": resolution, "accuracy": model.accuracy, "n_val": len(split.val), "n_train": len(split.train),
-        "train_seconds": fit.train_seconds, "cached": fit.cached, "config": asdict(cfg),
-        "mean_accuracy": float(np.mean(list(model.accuracy.values())))})
-    return model
-
-
-def fit_oracle(x: torch.Tensor, y: torch.Tensor, names: list[str], cfg: OracleConfig, out_dir: Path,
-               key: dict, progress: bool = False) -> tuple[AttributeOracle, train.FitResult]:
-    """Train an oracle on uint8 renders ``x`` (N, 3, r, r) with labels ``y`` (N, A) (-100: not applicable)."""
-    table = attributes()
-    model = AttributeOracle(cfg, {a: len(table[a]) for a in names})
-
-    def loss_fn(m: AttributeOracle, batch: dict) -> tuple[torch.Tensor, dict]:
-        logits = m(augment(to_input(batch["x"], cfg.resolution), cfg))
-        losses = [F.cross_entropy(logits[a].float(), batch["y"][:, i], ignore_index=-100)
-                  for i, a in enumerate(m.names) if (batch["y"][:, i] >= 0).any()]
-        return torch.stack(losses).mean(), {}
-
-    tcfg = train.TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=min(50, cfg.steps // 10),
-                             seed=cfg.seed, mixed_precision="no", log_every=max(1, cfg.steps // 50),
-                             ckpt_every=max(1, cfg.steps // 6))   # resumable when a shared machine is slow
-    fit = train.fit(model, loss_fn, {"x": x, "y": y}, tcfg, out_dir,
-                    {"oracle": asdict(cfg), "attributes": names, **key}, progress=progress)
-    return model.eval().requires_grad_(False), fit
-
-
-def heldout_accuracy(model: AttributeOracle, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Per-attribute accuracy on real renders ``x`` with labels ``y`` (entries -100 are skipped)."""
-    pred = predict(model, x)
-    return {a: float((pred[:, i] == y[:, i])[y[:, i] >= 0].float().mean())
-            for i, a in enumerate(model.names) if (y[:, i] >= 0).any()}
-
-
-@torch.no_grad()
-def _forward(model: AttributeOracle, images: torch.Tensor, fn, batch_size: int = 256) -> torch.Tensor:
-    model.eval()
-    dev = next(model.parameters()).device
-    return torch.cat([fn(to_input(images[i:i + batch_size], model.resolution).to(dev)).cpu()
-                      for i in range(0, len(images), batch_size)])
-
-
-def predict(model: AttributeOracle, images: torch.Tensor) -> torch.Tensor:
-    """uint8 images (N, 3, H, W) -> predicted value index per attribute (N, A), in ``model.names`` order."""
-    return _forward(model, images, lambda x: torch.stack([v.argmax(1) for v in model(x).values()], 1))
-
-
-def features(model: AttributeOracle, images: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> the oracle's pooled features (N, D), the space of the Fréchet distance."""
-    return _forward(model, images, model.features)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -329,6 +137,38 @@ def mean_image(profile: str, resolution: int) -> torch.Tensor:
     split = mdata.load(profile)
     x = mdata.images(split.folder, [n for n, _ in split.train], resolution)
     return x.float().mean(0).round().to(torch.uint8)
+
+
+@dataclass
+class ColourWords:
+    """Claim 2.3's test: does the colour word in "a girl in a <colour> dress" steer the samples?"""
+    clothing_colour: float              # share of samples whose dress the oracle reads as the prompted colour
+    chance: float                       # 1 / number of colours
+    p_value: float                      # one-sided binomial test of the hits against chance
+    n: int                              # samples scored
+    samples_per_colour: int
+    per_attribute: dict[str, float]
+    mean_rgb: dict[str, list[float]]    # mean colour of each prompt's samples (a check by eye)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def colour_words(model: AttributeOracle | None, images: torch.Tensor, colours: Sequence[str]) -> ColourWords:
+    """Score ``images`` generated colour-major from "a girl in a <colour> dress" (the same number per colour).
+
+    ``model`` None (no oracle: real Flickr8k) gives NaN for every oracle number."""
+    from scipy.stats import binomtest
+    k, chance = len(images) // len(colours), 1 / len(colours)
+    mean_rgb = images.float().mean((2, 3)).reshape(len(colours), k, 3).mean(1)        # (colours, 3)
+    rgb = {c: v.tolist() for c, v in zip(colours, mean_rgb)}
+    if model is None:
+        return ColourWords(float("nan"), chance, float("nan"), len(images), k, {"clothing_colour": float("nan")}, rgb)
+    stated = [dict(subject="girl", clothing_colour=c, garment="dress") for c in colours for _ in range(k)]
+    fid = prompt_fidelity(model, images, stated)
+    hits = round(fid.per_attribute["clothing_colour"] * len(images))
+    p = binomtest(hits, len(images), chance, alternative="greater").pvalue
+    return ColourWords(fid.per_attribute["clothing_colour"], chance, p, len(images), k, fid.per_attribute, rgb)
 
 
 @dataclass

@@ -25,14 +25,25 @@ the text tokens come from CLIP, and samples are decoded by the VQ decoder.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib.pyplot as plt
+import open_clip
 import torch
+from diffusers import UNet2DConditionModel
+from open_clip.transformer import TextTransformer
 from torch import nn
 
+from .. import ckpt, pretrained, profiles, train
+from ..captioning.clip_pretrain import ensure_world_clip
 from ..images import to_signed, to_uint8
+from ..paths import run_dir
+from .vqvae import VQConfig, build_vqmodel
 from . import diffusion
 from .diffusion import SampleConfig, TextBank, build_text_bank, eps_loss
 
@@ -62,10 +73,33 @@ class LDMConfig:
         return asdict(self)
 
 
-def config_from_profile(section) -> LDMConfig:
-    names = LDMConfig.__dataclass_fields__
-    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(section.get("model", {})).items() if k in names}
-    return LDMConfig(**kw)
+@dataclass(frozen=True)
+class LatentDiffusionSettings:
+    """Profile section ``latent_diffusion`` (07): the VQ first stage, the latent UNet, their runs, sampling."""
+    vq: VQConfig                        # first stage (mmlib.t2i.vqvae)
+    vq_steps: int
+    vq_batch: int
+    vq_lr: float
+    vq_warmup: int
+    n_vq_images: int | None             # training images of the first stage (None: the whole train split)
+    model: LDMConfig                    # second stage (text_dim, latent size and scale are set from the data)
+    steps: int                          # train.fit of the second stage
+    batch_size: int
+    lr: float
+    warmup: int
+    ema: float | None
+    ckpt_every: int
+    sampler: str                        # ddim | dpm | ddpm
+    sample_steps: int
+    guidance: float
+    sample_batch: int
+    figure_seeds: int                   # samples per prompt in Figure 11
+    colour_samples: int                 # samples per dress colour scored
+
+
+def config_from_profile(section: LatentDiffusionSettings) -> LDMConfig:
+    """The latent UNet's config of the section (a copy: callers replace the data-derived fields)."""
+    return dataclasses.replace(section.model)
 
 
 class LatentDiffusion(nn.Module):
@@ -73,8 +107,6 @@ class LatentDiffusion(nn.Module):
 
     def __init__(self, cfg: LDMConfig, unet=None):
         super().__init__()
-        from diffusers import UNet2DConditionModel
-
         self.cfg = cfg
         heads = tuple(max(1, c // cfg.attention_head_dim) for c in cfg.block_out_channels)
         self.unet = unet if unet is not None else UNet2DConditionModel(
@@ -98,8 +130,6 @@ class LatentDiffusion(nn.Module):
 
 def load_unet(path_or_name: str, subfolder: str | None = None):
     """Paper loader: a ``UNet2DConditionModel`` saved with ``save_pretrained`` (local folder or hub name)."""
-    from diffusers import UNet2DConditionModel
-
     kw = {"subfolder": subfolder} if subfolder else {}
     return UNet2DConditionModel.from_pretrained(path_or_name, **kw)
 
@@ -141,8 +171,6 @@ class CLIPTextEncoder:
 
     def fingerprint(self) -> str:
         """Short hash of the tower's weights: cached text features of another CLIP are never reused."""
-        import hashlib
-
         h = hashlib.sha256()
         for p in self.model.parameters():
             h.update(p.detach().float().flatten()[:512].numpy().tobytes())
@@ -172,8 +200,6 @@ class CLIPTextEncoder:
 def random_text_tower(width: int = 256, layers: int = 4, heads: int = 4, context_length: int = 77,
                       vocab_size: int = 49408, seed: int = 0) -> nn.Module:
     """A randomly initialised small open_clip text tower (stand-in until/unless 03's CLIP is there)."""
-    from open_clip.transformer import TextTransformer
-
     torch.manual_seed(seed)
     return TextTransformer(context_length=context_length, vocab_size=vocab_size, width=width, heads=heads,
                            layers=layers, output_dim=width)
@@ -181,8 +207,6 @@ def random_text_tower(width: int = 256, layers: int = 4, heads: int = 4, context
 
 def load_paper_clip(name: str = "ViT-B-32", pretrained: str = "openai") -> nn.Module:
     """Paper: an open_clip model by name; ``pretrained`` is a tag (hub) or a local checkpoint file."""
-    import open_clip
-
     model = open_clip.create_model(name, pretrained=pretrained)
     return model.eval().requires_grad_(False)
 
@@ -190,12 +214,8 @@ def load_paper_clip(name: str = "ViT-B-32", pretrained: str = "openai") -> nn.Mo
 def text_encoder_for(profile: str, max_tokens: int = 32) -> CLIPTextEncoder:
     """The profile's frozen CLIP text encoder: openai ViT-B/32 in paper; 03's world CLIP in cpu/smoke
     (``clip_pretrain.ensure_world_clip``: loaded from notebook 03's run, pretrained first if missing)."""
-    from .. import pretrained
-
     if profile == "paper":
         return CLIPTextEncoder(pretrained.clip_tokenizer(profile), load_paper_clip(), max_tokens, "openai ViT-B/32")
-    from ..captioning.clip_pretrain import ensure_world_clip
-
     model = ensure_world_clip(profile)
     ctx = int(model.positional_embedding.shape[0])
     return CLIPTextEncoder(pretrained.clip_tokenizer(profile, context_length=ctx), model, max_tokens,
@@ -262,11 +282,6 @@ def train_second_stage(profile: str, vq, train_images: torch.Tensor, captions: S
                        encoder: CLIPTextEncoder, out_dir, vq_id: str, progress: bool = True) -> dict:
     """Precompute latents and CLIP token features once, then train the latent UNet with fit() (EMA
     weights loaded at the end). Returns {"model", "fit", "cfg", "bank", "latents_seconds"}."""
-    import dataclasses
-    import time
-
-    from .. import profiles, train
-
     sec = profiles.get(profile).latent_diffusion
     t0 = time.perf_counter()
     latents = encode_latents(vq, train_images)                          # (N, C, h, w)
@@ -284,23 +299,18 @@ def train_second_stage(profile: str, vq, train_images: torch.Tensor, captions: S
     key = {"ldm": cfg.key(), "vq": vq_id, "text": text_id, "n_images": len(train_images)}
     fit = train.fit(model, ldm_loss(bank, cfg), data, tcfg, out_dir, key, progress=progress)
     if fit.ema is not None:
-        from ..train import load_ema
-        load_ema(model, fit.ema)
+        train.load_ema(model, fit.ema)
     return {"model": model.eval().requires_grad_(False), "fit": fit, "cfg": cfg, "bank": bank,
             "prep_seconds": prep}
 
 
 def sample_config(profile: str) -> SampleConfig:
-    from .. import profiles
-
     sec = profiles.get(profile).latent_diffusion
     return SampleConfig(sampler=sec.sampler, steps=sec.sample_steps, guidance=sec.guidance, batch_size=sec.sample_batch)
 
 
 def prompt_grid_figure(images: torch.Tensor, prompts: Sequence[str], n_cols: int):
     """Figure 11: one row per prompt, ``n_cols`` samples each (images in prompt-major order)."""
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(len(prompts), n_cols, figsize=(1.7 * n_cols, 1.8 * len(prompts)), squeeze=False)
     for r, p in enumerate(prompts):
         for c in range(n_cols):
@@ -316,30 +326,25 @@ def prompt_grid_figure(images: torch.Tensor, prompts: Sequence[str], n_cols: int
 
 
 def export_dir(profile: str) -> Path:
-    from ..paths import run_dir
     return run_dir(profile, "07") / "export"
 
 
 def export_trained(profile: str, model: LatentDiffusion, vq, vq_cfg) -> Path:
     """Write the trained latent UNet (EMA) and the first stage's ``VQModel`` with their configs."""
-    from ..ckpt import save_weights
     d = export_dir(profile)
-    save_weights(d / "vqmodel.safetensors", vq.state_dict(), asdict(vq_cfg))
-    save_weights(d / "ldm.safetensors", model.state_dict(), asdict(model.cfg))
+    ckpt.save_weights(d / "vqmodel.safetensors", vq.state_dict(), asdict(vq_cfg))
+    ckpt.save_weights(d / "ldm.safetensors", model.state_dict(), asdict(model.cfg))
     return d
 
 
 def load_trained(profile: str):
     """``(model, vq)`` as notebook 07 trained and exported them in ``profile``; FileNotFoundError before."""
-    from ..ckpt import load_weights, read_dataclass
-    from .vqvae import VQConfig, build_vqmodel
-
     d = export_dir(profile)
     if not (d / "ldm.safetensors").exists() or not (d / "vqmodel.safetensors").exists():
         raise FileNotFoundError(f"{d}: run notebook 07 in profile {profile!r} first")
-    vq_cfg, cfg = read_dataclass(VQConfig, d / "vqmodel.safetensors"), read_dataclass(LDMConfig, d / "ldm.safetensors")
+    vq_cfg, cfg = ckpt.read_dataclass(VQConfig, d / "vqmodel.safetensors"), ckpt.read_dataclass(LDMConfig, d / "ldm.safetensors")
     vq = build_vqmodel(vq_cfg)
-    vq.load_state_dict(load_weights(d / "vqmodel.safetensors", asdict(vq_cfg)))
+    vq.load_state_dict(ckpt.load_weights(d / "vqmodel.safetensors", asdict(vq_cfg)))
     model = LatentDiffusion(cfg)
-    model.load_state_dict(load_weights(d / "ldm.safetensors", asdict(cfg)))
+    model.load_state_dict(ckpt.load_weights(d / "ldm.safetensors", asdict(cfg)))
     return model.eval().requires_grad_(False), vq.eval().requires_grad_(False)

@@ -20,10 +20,11 @@ Layout. ``paper`` keeps the study's UNet (Listing 2): blocks (64, 128, 256, 256)
 the two *highest* resolutions. On 2 CPU cores that attention dominates (27.7M params, 1.3 s per
 batch-8 step at 32 px, 10.9 s at 64 px; ../shared/MEASURED.md), so ``cpu`` keeps the same block types
 but moves cross-attention to the *lowest* resolution (8×8) and the middle block, with widths
-(64, 128, 128) at 32 px (5.9M params, about 0.5 s per batch-32 step in bf16).
+(32, 64, 64) at 32 px (the profile's ``pixel_diffusion`` section).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -62,11 +63,30 @@ class PixelDiffusionConfig:
         return asdict(self)
 
 
-def config_from_profile(section) -> PixelDiffusionConfig:
-    """``PixelDiffusionConfig`` from the ``pixel_diffusion`` profile section (only the fields it names)."""
-    names = PixelDiffusionConfig.__dataclass_fields__
-    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(section.get("model", {})).items() if k in names}
-    return PixelDiffusionConfig(**kw)
+@dataclass(frozen=True)
+class PixelDiffusionSettings:
+    """Profile section ``pixel_diffusion`` (06): the model, its training run and sampling."""
+    model: PixelDiffusionConfig
+    steps: int                          # train.fit: steps × batch_size, peak lr, warm-up, EMA decay
+    batch_size: int
+    lr: float
+    warmup: int
+    ema: float | None
+    ckpt_every: int
+    sampler: str                        # ddim | dpm | ddpm
+    sample_steps: int
+    guidance: float                     # CFG scale
+    sample_batch: int
+    figure_samples: int                 # samples per colour shown in the figures
+    captions_per_image: int             # training captions per image (the study: 1)
+    compare_prompts: int                # held-out prompts of the sampler comparison
+    colour_samples: int | None = None   # samples per colour scored (None: figure_samples)
+    seed: int = 0                       # training batch order
+
+
+def config_from_profile(section: PixelDiffusionSettings) -> PixelDiffusionConfig:
+    """The model config of the ``pixel_diffusion`` section (a copy: callers may replace fields)."""
+    return dataclasses.replace(section.model)
 
 
 # ----------------------------------------------------------------------------- model
@@ -169,7 +189,7 @@ def generate(model: PixelDiffusion, encoder: TextEncoder, prompts: Sequence[str]
 def train_config(section) -> "TrainConfig":
     """``train.TrainConfig`` from the ``pixel_diffusion`` profile section (``steps`` may be overridden)."""
     return TrainConfig(steps=section.steps, batch_size=section.batch_size, lr=section.lr, warmup=section.warmup,
-                       ema=section.ema, ckpt_every=section.ckpt_every, seed=section.get("seed", 0),
+                       ema=section.ema, ckpt_every=section.ckpt_every, seed=section.seed,
                        log_every=max(1, section.steps // 100))
 
 

@@ -25,6 +25,7 @@ an interrupted run resumes bit-identically.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
@@ -359,8 +360,8 @@ def init_codebook(vq, images: torch.Tensor, seed: int = 0) -> None:
 
 # ---------------------------------------------------------------- one call for the notebook
 def config_from_profile(section) -> VQConfig:
-    names = VQConfig.__dataclass_fields__
-    return VQConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(section.vq).items() if k in names})
+    """The first stage's config of a ``latent_diffusion`` section (a copy: callers may replace fields)."""
+    return dataclasses.replace(section.vq)
 
 
 def train_first_stage(profile: str, train_images: torch.Tensor, val_images: torch.Tensor, out_dir,

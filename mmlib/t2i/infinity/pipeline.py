@@ -7,7 +7,8 @@ encoder, and trains the scale transformer. Both stages use ``mmlib.train.fit`` (
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -24,8 +25,9 @@ from .transformer import ARLoss, ScaleTransformer, Text, TransformerConfig
 NOTEBOOK = "09"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
+    """Profile section ``infinity`` (09): tokenizer, scale transformer, their runs, sampling, speed test."""
     tokenizer: TokenizerConfig
     transformer: TransformerConfig
     tokenizer_train: train.TrainConfig
@@ -41,18 +43,14 @@ class Settings:
     speed_diffusion_steps: int | None = None   # override 06/07's step count when timing (smoke only)
 
 
+    def __post_init__(self):   # the transformer predicts the tokenizer's bits at the tokenizer's scales
+        object.__setattr__(self, "transformer", dataclasses.replace(self.transformer, bits=self.tokenizer.bits,
+                                                                    scales=self.tokenizer.scales))
+
+
 def settings(profile: str, **overrides) -> Settings:
-    """The ``infinity`` profile section as typed configs; ``overrides`` replace top-level keys."""
-    sec = {**profiles.get(profile).infinity, **overrides}
-    sec = {k: dict(v) if isinstance(v, dict) else v for k, v in sec.items()}
-    tok = TokenizerConfig(**sec["tokenizer"])
-    tr = TransformerConfig(bits=tok.bits, scales=tok.scales, **sec["transformer"])
-    return Settings(tok, tr, train.TrainConfig(**sec["tokenizer_train"]), train.TrainConfig(**sec["transformer_train"]),
-                    SamplingConfig(**sec.get("sampling", {})), flip_prob=sec.get("flip_prob", 0.1),
-                    text_encoder=sec.get("text_encoder"), max_tokens=sec.get("max_tokens", 24),
-                    n_train=sec.get("n_train"), captions_per_image=sec.get("captions_per_image", 5),
-                    sample_batch=sec.get("sample_batch", 32), speed_batch=sec.get("speed_batch", 8),
-                    speed_diffusion_steps=sec.get("speed_diffusion_steps"))
+    """The ``infinity`` section of ``profile``; ``overrides`` replace top-level fields (e.g. ``flip_prob``)."""
+    return dataclasses.replace(profiles.get(profile).infinity, **overrides)
 
 
 @dataclass
