@@ -132,7 +132,7 @@ def run(profile: str, only: list[str] | None = None, force: bool = False) -> int
         print(f"[run_all] {nb.name} (profile {profile}, {device.precision()}) ...", flush=True)
         t0, load = time.perf_counter(), os.getloadavg()[0]
         stamp_file.unlink(missing_ok=True)         # an interrupted run leaves no stamp behind
-        partial = out.with_name(f".{out.name}.partial")
+        partial = out.with_name(f".{out.stem}.partial.ipynb")
         try:
             pm.execute_notebook(str(nb), str(partial), parameters={"profile": profile}, kernel_name="mmlib",
                                 cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)

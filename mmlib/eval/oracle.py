@@ -179,6 +179,7 @@ def fit_oracle(x: torch.Tensor, y: torch.Tensor, names: list[str], cfg: OracleCo
                key: dict, progress: bool = False) -> tuple[AttributeOracle, train.FitResult]:
     """Train an oracle on uint8 renders ``x`` (N, 3, r, r) with labels ``y`` (N, A) (-100: not applicable)."""
     table = attributes()
+    torch.manual_seed(cfg.seed)     # the init must not depend on what the notebook drew before
     model = AttributeOracle(cfg, {a: len(table[a]) for a in names})
 
     def loss_fn(m: AttributeOracle, batch: dict) -> tuple[torch.Tensor, dict]:

@@ -14,7 +14,7 @@ This module never imports a model of the study.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -22,22 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import train
-from .oracle import augment, to_input
+from .oracle import OracleConfig, augment, to_input
 
 STYLES = ("cartoon", "photo")   # class index 0, 1
 
 
-@dataclass
-class StyleConfig:
-    resolution: int = 32
-    width: int = 16               # channels of the first stage; doubled at each of 3 stages
-    steps: int = 200
-    batch_size: int = 128
-    lr: float = 3e-3
-    blur: float = 1.2             # augmentation, as the attribute oracle's
-    noise: float = 0.08
-    shift: int = 2
-    seed: int = 0
+# the style classifier is the attribute oracle's small CNN with one 2-way head: the same sizes, training
+# run and blur / noise / shift augmentation
+StyleConfig = OracleConfig
 
 
 class StyleClassifier(nn.Module):
@@ -63,6 +55,7 @@ class StyleClassifier(nn.Module):
 def fit_classifier(cartoon: torch.Tensor, photo: torch.Tensor, cfg: StyleConfig, out_dir: Path, key: dict,
                    progress: bool = False) -> tuple[StyleClassifier, train.FitResult]:
     """Train on uint8 renders of both styles (N, 3, H, W each) with ``train.fit`` (cached by ``key``)."""
+    torch.manual_seed(cfg.seed)     # the init must not depend on what the notebook drew before
     model = StyleClassifier(cfg)
     x = torch.cat([cartoon, photo])
     y = torch.cat([torch.zeros(len(cartoon)), torch.ones(len(photo))]).long()

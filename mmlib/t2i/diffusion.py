@@ -18,7 +18,7 @@ checkpoints, so a resumed run is exact; sampling noise comes from private genera
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -36,6 +36,30 @@ class TextEncoder(Protocol):
     max_tokens: int
 
     def __call__(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]: ...  # (N, L, D), (N, L)
+
+
+# ----------------------------------------------------------------------------- the denoiser's config
+@dataclass
+class DenoiserConfig:
+    """What 06's and 07's text-conditioned UNets share: widths, depth, attention, text length and the
+    DDPM process they are trained in. Subclasses add their input (pixels or latents) and text width."""
+    block_out_channels: tuple[int, ...] = (64, 128, 128)
+    down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+    up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+    layers_per_block: int = 1
+    norm_num_groups: int = 32
+    attention_head_dim: int = 32        # channels per head
+    max_tokens: int = 32                # captions are cut to this many text tokens
+    num_train_timesteps: int = 1000     # T
+    beta_schedule: str = "linear"       # DDPMScheduler's default, as in the study
+    caption_dropout: float = 0.1        # share of training captions replaced by ∅ (for CFG)
+
+    def key(self) -> dict:
+        return asdict(self)
+
+    def heads(self) -> tuple[int, ...]:
+        """Attention heads per block (diffusers' legacy ``attention_head_dim`` argument takes this)."""
+        return tuple(max(1, c // self.attention_head_dim) for c in self.block_out_channels)
 
 
 # ----------------------------------------------------------------------------- frozen text bank

@@ -45,32 +45,20 @@ from ..images import to_signed, to_uint8
 from ..paths import run_dir
 from .vqvae import VQConfig, build_vqmodel
 from . import diffusion
-from .diffusion import SampleConfig, TextBank, build_text_bank, eps_loss
+from .diffusion import DenoiserConfig, SampleConfig, TextBank, build_text_bank, eps_loss
 
 
 @dataclass
-class LDMConfig:
+class LDMConfig(DenoiserConfig):
+    """The latent UNet (``DenoiserConfig``'s fields, max_tokens = the CLIP context used) + its latents."""
     latent_size: int = 16                    # h = w of the VQ latents (paper 32)
     latent_channels: int = 4
-    block_out_channels: tuple[int, ...] = (64, 128, 128)
-    down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
-    up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
-    layers_per_block: int = 1
-    norm_num_groups: int = 32
-    attention_head_dim: int = 32             # channels per head
     text_dim: int = 256                      # CLIP text width (ViT-B/32: 512); the UNet's cross_attention_dim
-    max_tokens: int = 32                     # CLIP context used (captions are short; 77 in SD)
-    num_train_timesteps: int = 1000          # T
-    beta_schedule: str = "linear"            # same DDPM schedule as 06
-    caption_dropout: float = 0.1             # share of captions replaced by ∅ (for CFG)
     latent_scale: float = 1.0                # s: 1/std of the training latents, set from the data
 
     @property
-    def image_size(self) -> int:             # what 06's samplers call the UNet's spatial size
+    def image_size(self) -> int:             # what the sampler calls the UNet's spatial size
         return self.latent_size
-
-    def key(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -83,16 +71,8 @@ class LatentDiffusionSettings:
     vq_warmup: int
     n_vq_images: int | None             # training images of the first stage (None: the whole train split)
     model: LDMConfig                    # second stage (text_dim, latent size and scale are set from the data)
-    steps: int                          # train.fit of the second stage
-    batch_size: int
-    lr: float
-    warmup: int
-    ema: float | None
-    ckpt_every: int
-    sampler: str                        # ddim | dpm | ddpm
-    sample_steps: int
-    guidance: float
-    sample_batch: int
+    train: train.TrainConfig            # train.fit's run of the second stage
+    sample: SampleConfig                # the evaluation's sampler, steps, CFG scale, batch
     figure_seeds: int                   # samples per prompt in Figure 11
     colour_samples: int                 # samples per dress colour scored
 
@@ -108,13 +88,12 @@ class LatentDiffusion(nn.Module):
     def __init__(self, cfg: LDMConfig, unet=None):
         super().__init__()
         self.cfg = cfg
-        heads = tuple(max(1, c // cfg.attention_head_dim) for c in cfg.block_out_channels)
         self.unet = unet if unet is not None else UNet2DConditionModel(
             sample_size=cfg.latent_size, in_channels=cfg.latent_channels, out_channels=cfg.latent_channels,
             layers_per_block=cfg.layers_per_block, block_out_channels=tuple(cfg.block_out_channels),
             down_block_types=tuple(cfg.down_block_types), up_block_types=tuple(cfg.up_block_types),
             norm_num_groups=cfg.norm_num_groups, cross_attention_dim=cfg.text_dim,
-            attention_head_dim=heads)  # diffusers' legacy name: number of heads per block
+            attention_head_dim=cfg.heads())  # diffusers' legacy name: number of heads per block
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, text: torch.Tensor, mask: torch.Tensor | None = None
                 ) -> torch.Tensor:
@@ -294,8 +273,7 @@ def train_second_stage(profile: str, vq, train_images: torch.Tensor, captions: S
     prep = time.perf_counter() - t0
     torch.manual_seed(0)
     model = LatentDiffusion(cfg)
-    tcfg = train.TrainConfig(steps=sec.steps, batch_size=sec.batch_size, lr=sec.lr, warmup=sec.warmup,
-                             ema=sec.ema, ckpt_every=sec.ckpt_every, log_every=max(1, sec.steps // 100))
+    tcfg = sec.train
     key = {"ldm": cfg.key(), "vq": vq_id, "text": text_id, "n_images": len(train_images)}
     fit = train.fit(model, ldm_loss(bank, cfg), data, tcfg, out_dir, key, progress=progress)
     if fit.ema is not None:
@@ -306,7 +284,7 @@ def train_second_stage(profile: str, vq, train_images: torch.Tensor, captions: S
 
 def sample_config(profile: str) -> SampleConfig:
     sec = profiles.get(profile).latent_diffusion
-    return SampleConfig(sampler=sec.sampler, steps=sec.sample_steps, guidance=sec.guidance, batch_size=sec.sample_batch)
+    return sec.sample
 
 
 def prompt_grid_figure(images: torch.Tensor, prompts: Sequence[str], n_cols: int):

@@ -38,50 +38,32 @@ from ..images import to_signed, to_uint8
 from ..paths import run_dir
 from ..train import TrainConfig
 from . import diffusion
-from .diffusion import SampleConfig, TextBank, build_text_bank, eps_loss, training_data
+from .diffusion import DenoiserConfig, SampleConfig, TextBank, build_text_bank, eps_loss, training_data
 
 # ----------------------------------------------------------------------------- config
 
 
 @dataclass
-class PixelDiffusionConfig:
-    image_size: int = 32
-    block_out_channels: tuple[int, ...] = (64, 128, 128)
+class PixelDiffusionConfig(DenoiserConfig):
+    """The pixel UNet (``DenoiserConfig``'s fields) + its image size and the frozen encoder's width."""
     down_block_types: tuple[str, ...] = ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D")
     up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D")
     layers_per_block: int = 2
-    norm_num_groups: int = 32
-    attention_head_dim: int = 32        # channels per head
+    image_size: int = 32
     cross_attention_dim: int = 256      # width of the projected text tokens
     text_dim: int = 384                 # frozen encoder's hidden size (MiniLM 384, BERT-base 768)
-    max_tokens: int = 32                # captions are cut to this many word pieces
-    num_train_timesteps: int = 1000     # T
-    beta_schedule: str = "linear"       # DDPMScheduler default, as in the study
-    caption_dropout: float = 0.1        # share of training captions replaced by "" (for CFG)
-
-    def key(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
 class PixelDiffusionSettings:
     """Profile section ``pixel_diffusion`` (06): the model, its training run and sampling."""
     model: PixelDiffusionConfig
-    steps: int                          # train.fit: steps × batch_size, peak lr, warm-up, EMA decay
-    batch_size: int
-    lr: float
-    warmup: int
-    ema: float | None
-    ckpt_every: int
-    sampler: str                        # ddim | dpm | ddpm
-    sample_steps: int
-    guidance: float                     # CFG scale
-    sample_batch: int
+    train: TrainConfig                  # train.fit's run (steps × batch, lr, warm-up, EMA decay, checkpoints)
+    sample: SampleConfig                # the evaluation's sampler, steps, CFG scale, batch
     figure_samples: int                 # samples per colour shown in the figures
     captions_per_image: int             # training captions per image (the study: 1)
     compare_prompts: int                # held-out prompts of the sampler comparison
     colour_samples: int | None = None   # samples per colour scored (None: figure_samples)
-    seed: int = 0                       # training batch order
 
 
 def config_from_profile(section: PixelDiffusionSettings) -> PixelDiffusionConfig:
@@ -104,7 +86,6 @@ class PixelDiffusion(nn.Module):
             nn.GELU(),
             nn.LayerNorm(cfg.cross_attention_dim),
         )
-        heads = [max(1, c // cfg.attention_head_dim) for c in cfg.block_out_channels]
         self.unet = UNet2DConditionModel(
             sample_size=cfg.image_size,
             in_channels=3,
@@ -115,7 +96,7 @@ class PixelDiffusion(nn.Module):
             up_block_types=tuple(cfg.up_block_types),
             norm_num_groups=cfg.norm_num_groups,
             cross_attention_dim=cfg.cross_attention_dim,
-            attention_head_dim=tuple(heads),  # diffusers' legacy name: the number of heads per block
+            attention_head_dim=cfg.heads(),  # diffusers' legacy name: the number of heads per block
         )
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, mask: torch.Tensor | None = None
@@ -128,6 +109,12 @@ class PixelDiffusion(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+
+def new_model(cfg: PixelDiffusionConfig, seed: int) -> PixelDiffusion:
+    """A freshly initialised model: the init is drawn from ``seed``, never from the notebook's RNG state."""
+    torch.manual_seed(seed)
+    return PixelDiffusion(cfg)
 
 
 # ----------------------------------------------------------------------------- frozen text encoder
@@ -184,13 +171,6 @@ def generate(model: PixelDiffusion, encoder: TextEncoder, prompts: Sequence[str]
 
 
 # ----------------------------------------------------------------------------- notebook helpers
-
-
-def train_config(section) -> "TrainConfig":
-    """``train.TrainConfig`` from the ``pixel_diffusion`` profile section (``steps`` may be overridden)."""
-    return TrainConfig(steps=section.steps, batch_size=section.batch_size, lr=section.lr, warmup=section.warmup,
-                       ema=section.ema, ckpt_every=section.ckpt_every, seed=section.seed,
-                       log_every=max(1, section.steps // 100))
 
 
 def prepare(profile: str, encoder: TextEncoder, cfg: PixelDiffusionConfig, captions_per_image: int = 5

@@ -188,7 +188,7 @@ class Experiment:
     captions_per_image: int = 1              # LoRA data: the first caption of each image (the study)
     n_prompts: int = 200                     # held-out prompts scored before/after
     pretrained: str | None = None            # paper: SDXL's hub name (no base pretraining)
-    style: StyleConfig = field(default_factory=StyleConfig)   # the style classifier (its resolution is set per use)
+    style: StyleConfig = field(default_factory=lambda: StyleConfig(steps=200))   # resolution is set per use
 
 
 def experiment(profile: str) -> Experiment:

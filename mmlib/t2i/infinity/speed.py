@@ -13,6 +13,7 @@ three and is left out of the timing.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Callable
@@ -50,7 +51,7 @@ def _trained(load: Callable, profile: str):
 
 def _sample_config(sec, steps: int | None, batch_size: int) -> SampleConfig:
     """06/07's sampler settings from their profile section (``steps`` overrides the step count)."""
-    return SampleConfig(sec.sampler, steps or sec.sample_steps, sec.guidance, batch_size)
+    return dataclasses.replace(sec.sample, steps=steps or sec.sample.steps, batch_size=batch_size)
 
 
 def pixel_diffusion_sampler(profile: str, steps: int | None = None) -> tuple[Sampler, dict]:
