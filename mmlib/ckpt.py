@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 
@@ -104,7 +105,6 @@ def cached(path: Path, compute: Callable[[], dict[str, torch.Tensor]], key: dict
 
 def read_config(path: Path) -> dict | None:
     """The config a ``save_weights`` export was written with (None when it carries none)."""
-    from safetensors import safe_open
 
     if not Path(path).exists():
         raise FileNotFoundError(path)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import matplotlib.pyplot as plt
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
@@ -44,7 +45,6 @@ def psnr(x: torch.Tensor, y: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
 
 def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncol: int = 8, scale: float = 1.1):
     """uint8 images (N, 3, H, W) -> a matplotlib figure, ``ncol`` per row, optional titles."""
-    import matplotlib.pyplot as plt
 
     n = len(images)
     nrow = math.ceil(n / ncol)

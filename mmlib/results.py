@@ -20,6 +20,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from . import ckpt, device
 from .paths import ROOT, RUNS
 
@@ -71,7 +73,6 @@ def git_state() -> dict[str, Any]:
 
 def provenance(profile: str) -> dict[str, Any]:
     """Where and how a result was computed (see the module docstring)."""
-    import torch
     return {"profile": profile, "precision": device.precision(), "threads": torch.get_num_threads(),
             "cpu": device.cpu_kind(), "device": device.device().type, **git_state(), "started": _STARTED,
             "run_id": os.environ.get("MMLIB_RUN_ID") or _PROCESS_RUN_ID}

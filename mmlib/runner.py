@@ -22,7 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import device, profiles, results
+import nbformat
+import papermill as pm
+
+from . import claims, device, profiles, report, results
 from .paths import ROOT, RUNS
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -74,7 +77,6 @@ def _imports(tree: ast.AST, package: str) -> set[str]:
 
 def dependencies(nb: Path) -> list[Path]:
     """The ``mmlib`` source files a notebook can execute: the closure of its imports."""
-    import nbformat
 
     cells = [c.source for c in nbformat.read(str(nb), as_version=4).cells if c.cell_type == "code"]
     code = "\n".join(line for cell in cells for line in cell.splitlines() if not line.lstrip().startswith(("%", "!")))
@@ -113,7 +115,6 @@ def save_runtime_table(profile: str, times: dict) -> None:
 
 
 def run(profile: str, only: list[str] | None = None, force: bool = False) -> int:
-    import papermill as pm   # here, not at the top: ``dependencies`` is imported by the tests without papermill's cost
 
     out_dir = RUNS / profile / "executed"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +170,6 @@ def main() -> None:
     profiles.check(args.profile)
     code = run(args.profile, args.only, args.force)
     if code == 0 and not args.no_report:
-        from . import claims, report
         claims.save(args.profile)
         figures = report.FIGURES if args.profile == "cpu" else RUNS / args.profile / "report_figures"
         out = ROOT / "report.md" if args.profile == "cpu" else RUNS / args.profile / "report.md"

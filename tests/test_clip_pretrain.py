@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from mmlib.images import clip_normalize
 from mmlib import paths
 from mmlib.captioning import clip_pretrain as cp
 from mmlib.captioning import encoders, params
+from mmlib.images import clip_normalize
 
 TINY = cp.WorldCLIPConfig(image_size=32, patch_size=8, vision_width=32, vision_layers=1, text_width=32,
                           text_layers=1, heads=2, embed_dim=16, context_length=16)

@@ -6,12 +6,27 @@ import pytest
 import torch
 
 from mmlib import train
-from mmlib.t2i.infinity import sampling, text as textenc
+from mmlib.t2i.infinity import sampling
+from mmlib.t2i.infinity import text as textenc
 from mmlib.t2i.infinity.bsq import BSQ, bits_to_codes, bsq, codes_to_bits
-from mmlib.t2i.infinity.tokenizer import (BitwiseTokenizer, MultiScaleBSQ, TokenizerConfig, flip_bits,
-                                          psnr_per_scale, tokenizer_loss)
-from mmlib.t2i.infinity.transformer import (ARLoss, ScaleTransformer, Text, TransformerConfig, block_causal_mask,
-                                            block_levels, flatten_bits, head_cost)
+from mmlib.t2i.infinity.tokenizer import (
+    BitwiseTokenizer,
+    MultiScaleBSQ,
+    TokenizerConfig,
+    flip_bits,
+    psnr_per_scale,
+    tokenizer_loss,
+)
+from mmlib.t2i.infinity.transformer import (
+    ARLoss,
+    ScaleTransformer,
+    Text,
+    TransformerConfig,
+    block_causal_mask,
+    block_levels,
+    flatten_bits,
+    head_cost,
+)
 
 TOK = TokenizerConfig(image_size=16, channels=(16, 16), bits=8, scales=(1, 2, 4))
 TR = TransformerConfig(bits=8, scales=(1, 2, 4), d_text=12, d_model=32, n_layer=2, n_head=2)
@@ -242,6 +257,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 def test_t5_text_encoder_loads_offline(tmp_path):
     """``paper`` names flan-t5; the loader works on any save_pretrained folder (tiny T5 stand-in)."""
     from transformers import T5Config, T5EncoderModel
+
     from mmlib import pretrained
     tok, _ = pretrained.text_encoder("smoke")
     T5EncoderModel(T5Config(vocab_size=len(tok), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)

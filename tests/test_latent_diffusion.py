@@ -1,13 +1,12 @@
 """Second stage of 07: CLIP token features, latent UNet training/resume, sampling + decoding, paper loaders."""
-import pytest
 import json
 
+import pytest
 import torch
 
 from mmlib import images, pretrained, train
+from mmlib.t2i import diffusion, vqvae
 from mmlib.t2i import latent_diffusion as ldm
-from mmlib.t2i import diffusion
-from mmlib.t2i import vqvae
 
 TEXT_CFG = dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=1)
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from mmlib import device, images, profiles, train
-from mmlib.t2i import diffusion, pixel_diffusion as pd
+from mmlib.t2i import diffusion
+from mmlib.t2i import pixel_diffusion as pd
 
 TINY = pd.PixelDiffusionConfig(image_size=8, block_out_channels=(16, 16), layers_per_block=1, norm_num_groups=4,
                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -153,6 +154,7 @@ def test_profiles_keep_the_seed_layout_in_paper():
 def test_paper_text_encoder_loads_a_local_bert_stand_in(tmp_path, monkeypatch):
     """paper: bert-base-uncased from $MMLIB_WEIGHTS_DIR; here a tiny random BERT with the MiniLM vocab."""
     from transformers import AutoTokenizer, BertConfig, BertModel
+
     from mmlib import pretrained
     folder = tmp_path / "bert-base-uncased"
     tok = AutoTokenizer.from_pretrained(str(pretrained.package_file("text_encoder")))

@@ -4,9 +4,16 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
-from mmlib.captioning.qformer import (QFormer, QFormerConfig, TextCodec, attention_mask, generate_captions,
-                                      hard_negatives, init_from_text_encoder, qformer_loss)
-
+from mmlib.captioning.qformer import (
+    QFormer,
+    QFormerConfig,
+    TextCodec,
+    attention_mask,
+    generate_captions,
+    hard_negatives,
+    init_from_text_encoder,
+    qformer_loss,
+)
 
 WORDS = "a an the dog dogs man woman girl boy runs jumps on in grass water red blue two ball .".split()
 CAPTIONS = ["A dog runs on the grass .", "Two men in red jump .", "A girl in the water .", "A blue ball on grass ."]

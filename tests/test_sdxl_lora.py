@@ -6,7 +6,8 @@ from safetensors.torch import load_file
 
 from mmlib import ckpt, train
 from mmlib.eval import style
-from mmlib.t2i import sdxl, sdxl_lora as S
+from mmlib.t2i import sdxl
+from mmlib.t2i import sdxl_lora as S
 
 CFG = sdxl.TinySDXLConfig(image_size=16, vae_channels=(16, 16), unet_channels=(32, 32),
                        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),

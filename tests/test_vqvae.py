@@ -6,7 +6,7 @@ import torch
 
 from mmlib import train
 from mmlib.images import psnr
-from mmlib.t2i import vqvae
+from mmlib.t2i import perceptual, vqvae
 
 TINY = vqvae.VQConfig(image_size=16, block_out_channels=(8, 16), norm_num_groups=4, num_codes=16,
                       latent_channels=4, disc_start=3, disc_channels=8, disc_layers=1, perceptual_weight=0.0)
@@ -135,7 +135,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
 def test_perceptual_distance_on_the_offline_cnn_architecture():
     from mmlib import pretrained
 
-    dist = vqvae.Perceptual(pretrained.cnn("smoke", pretrained=False), min_size=32)
+    dist = perceptual.Perceptual(pretrained.cnn("smoke", pretrained=False), min_size=32)
     x = (torch.rand(2, 3, 16, 16) * 2 - 1).requires_grad_()
     y = torch.rand(2, 3, 16, 16) * 2 - 1
     assert torch.allclose(dist(x, x), torch.zeros(2), atol=1e-6)

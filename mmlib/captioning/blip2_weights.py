@@ -19,6 +19,7 @@ from transformers.models.blip_2.modeling_blip_2 import Blip2VisionModel
 
 from ..images import clip_normalize
 
+
 def load_blip2_state(name_or_path: str, prefixes: tuple[str, ...] = ("query_tokens", "qformer.", "vision_model.")
                      ) -> dict[str, torch.Tensor]:
     """Tensors of a BLIP-2 checkpoint (hub name such as ``Salesforce/blip2-opt-2.7b``, or a folder

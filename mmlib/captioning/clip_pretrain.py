@@ -22,12 +22,14 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.model import CLIP
 
-from .. import ckpt, paths, profiles
-from ..results import atomic_write_text
+from .. import ckpt, data, device, paths, pretrained, profiles, train
 from ..images import clip_normalize
+from ..results import atomic_write_text
 
 
 @dataclass
@@ -76,7 +78,6 @@ class HubCLIPSettings:
 
 def build(cfg: WorldCLIPConfig):
     """An open_clip ``CLIP`` with a small custom config (random init)."""
-    from open_clip.model import CLIP
     vision = dict(layers=cfg.vision_layers, width=cfg.vision_width, head_width=cfg.vision_width // cfg.heads,
                   patch_size=cfg.patch_size, image_size=cfg.image_size)
     text = dict(context_length=cfg.context_length, vocab_size=49408, width=cfg.text_width, heads=cfg.heads,
@@ -96,7 +97,6 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
 
 def tokenize(profile: str, captions: list[str], context_length: int) -> torch.Tensor:
     """CLIP BPE ids (N, context_length); longer captions are cut, keeping <end_of_text> last."""
-    from .. import pretrained
     return pretrained.clip_tokenizer(profile, context_length=context_length)(captions)
 
 
@@ -118,7 +118,6 @@ def infonce_loss(model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
 @torch.no_grad()
 def embed(model, images: torch.Tensor, tokens: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (N, 3, H, W), tokens (M, L) -> normalised embeddings (N, D), (M, D)."""
-    from .. import device
     model.eval()
     with device.autocast("cpu"):
         im = torch.cat([model.encode_image(normalize_images(images[i:i + batch_size])).float()
@@ -168,7 +167,6 @@ def load_world_clip(profile: str):
 def pretrain(profile: str, split=None, retrain: bool = False, progress: bool = True) -> dict:
     """Train (or reload from the train.fit cache) the world CLIP of ``profile``, evaluate retrieval
     on the validation split, save it; returns {"model", "config", "metrics", "fit"}."""
-    from .. import data, train
     settings = profiles.get(profile).caption_clip.clip
     cfg = settings.model_config()
     split = split or data.load(profile)
@@ -197,7 +195,6 @@ def pretrain(profile: str, split=None, retrain: bool = False, progress: bool = T
 
 def evaluate(model, profile: str, split, image_size: int, context_length: int) -> dict[str, float]:
     """image→text and text→image R@1/R@5 on the validation split (5 captions per image)."""
-    from .. import data
     names = [n for n, _ in split.val]
     images = data.images(split.folder, names, image_size)
     caps = [c for _, cs in split.val for c in cs[:5]]
@@ -212,8 +209,6 @@ def prepare_clip(profile: str, retrain: bool = False) -> dict:
     if profile != "paper":
         r = pretrain(profile, retrain=retrain)
         return {"model": r["model"], "metrics": r["metrics"], "name": "world8k CLIP (pretrained here)"}
-    import open_clip
-    from .. import data
     clip = profiles.get(profile).caption_clip.clip
     model = open_clip.create_model(clip.model_name, pretrained=clip.pretrained).eval().requires_grad_(False)
     metrics = evaluate(model, profile, data.load(profile), clip.image_size, clip.context_length)

@@ -18,16 +18,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import open_clip
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import open_clip
-
-from .. import ckpt, device, pretrained as pt
+from .. import ckpt, device
+from .. import pretrained as pt
 from ..images import clip_normalize
 from .clip_pretrain import load_world_clip
-
 
 
 class GridTokens(nn.Module):

@@ -5,19 +5,23 @@ score -> tables and figures. Both notebooks run the same pipeline; only the froz
 from __future__ import annotations
 
 import hashlib
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 from .. import data, paths, profiles, train
+from ..data.flickr8k import find_layout
 from ..eval import captions as metrics
+from ..nets import count_parameters
 from . import decoding, encoders
 from .clip_pretrain import HubCLIPSettings, WorldCLIPSettings, clip_dir
 from .retrieval import retrieval_captions
 from .vocab import Vocab
-from ..nets import count_parameters
 from .xattn import XAttnCaptioner, XAttnConfig
 
 NOTEBOOK = {"cnn": "02", "clip": "03"}
@@ -153,7 +157,6 @@ def decode(model: XAttnCaptioner, feats: torch.Tensor, method: str = "beam", bea
 
 def seed_refs(split: data.Split) -> dict[str, list[str]]:
     """References of the val images as the study's BLEU read them (raw captions.txt lines)."""
-    from ..data.flickr8k import find_layout
     raw = metrics.read_seed_refs(find_layout(split.folder)[0])
     return {n: raw[n] for n, _ in split.val}
 
@@ -193,7 +196,6 @@ def table2(profile: str, kind: str, rows: dict[str, dict[str, float]]) -> list[d
 def example_figure(split: data.Split, hyps: dict[str, str], others: dict[str, dict[str, str]], n: int = 6,
                    size: int = 128):
     """Validation images with the generated caption(s) and two references."""
-    import matplotlib.pyplot as plt
     names = [nm for nm, _ in split.val[:n]]
     imgs = data.images(split.folder, names, size)
     refs = split.refs("val")
@@ -209,7 +211,6 @@ def example_figure(split: data.Split, hyps: dict[str, str], others: dict[str, di
 
 
 def _wrap(text: str, width: int = 44) -> str:
-    import textwrap
     return "\n".join(textwrap.wrap(text, width))
 
 
@@ -219,8 +220,6 @@ def attention_figure(model: XAttnCaptioner, vocab: Vocab, split: data.Split, fea
 
     ``skip_tokens`` image tokens that are not grid cells (CLIP's CLS) are left out of the maps; the
     share of attention they took is printed in each title."""
-    import matplotlib.pyplot as plt
-    import numpy as np
     name = split.val[index][0]
     img = data.images(split.folder, [name], size)[0].permute(1, 2, 0).numpy()
     mem = feats[index:index + 1].float()

@@ -7,9 +7,15 @@ row). Our counts and the arithmetic behind the difference are in report/02_capti
 """
 from __future__ import annotations
 
+import open_clip
 import torch
+from torchvision.models import resnet18
 
+from .. import profiles
+from ..data.flickr8k import read_captions, seed_split
 from ..nets import count_parameters
+from ..paths import seed_file
+from .vocab import Vocab
 from .xattn import XAttnCaptioner, XAttnConfig
 
 
@@ -19,25 +25,19 @@ def millions(n: int) -> str:
 
 def paper_vocab_size(min_count: int = 1, all_captions: bool = False) -> int:
     """Word vocabulary of the study's training split of the real Flickr8k captions (seed fixture)."""
-    from ..data.flickr8k import read_captions, seed_split
-    from ..paths import seed_file
-    from .vocab import Vocab
     train, _ = seed_split(read_captions(seed_file("flickr8k_captions.txt")))
     return len(Vocab.build([c for _, cs in train for c in (cs if all_captions else cs[:1])], min_count))
 
 
 def paper_models(kind: str, vocab_size: int) -> tuple[torch.nn.Module, XAttnCaptioner]:
     """(frozen encoder, decoder) at the paper profile's sizes, on the meta device."""
-    from .. import profiles
     s = profiles.get("paper").caption_cnn if kind == "cnn" else profiles.get("paper").caption_clip
     with torch.device("meta"):
         if kind == "cnn":
-            from torchvision.models import resnet18
             net = resnet18(weights=None)
             encoder = torch.nn.Sequential(*list(net.children())[:-2])  # conv layers only, as in the study
             d_image, n_tok = 512, 49
         else:
-            import open_clip
             encoder = open_clip.create_model(s.clip.model_name, pretrained=None, device="meta").visual
             d_image, n_tok = encoder.ln_post.normalized_shape[0], 50
         cfg = XAttnConfig(vocab_size=vocab_size, d_image=d_image, n_image_tokens=n_tok, n_layer=s.n_layer,

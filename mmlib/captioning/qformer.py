@@ -30,6 +30,10 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from transformers import Blip2QFormerConfig
+from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel, Blip2TextEmbeddings
+
+from .decoding import Recompute, generate
 
 
 # ----------------------------------------------------------------------------- text side
@@ -106,7 +110,6 @@ class QFormerConfig:
         return asdict(self)
 
     def hf(self, text_input: bool = True):
-        from transformers import Blip2QFormerConfig
         cfg = Blip2QFormerConfig(
             vocab_size=self.vocab_size, hidden_size=self.hidden_size, num_hidden_layers=self.num_layers,
             num_attention_heads=self.num_heads, intermediate_size=self.intermediate_size,
@@ -152,7 +155,6 @@ class QFormer(nn.Module):
 
     def __init__(self, cfg: QFormerConfig):
         super().__init__()
-        from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel, Blip2TextEmbeddings
         self.cfg = cfg
         self.bos_id, self.eos_id, self.pad_id = cfg.dec_id, cfg.eos_id, cfg.pad_id   # decoding protocol: [DEC] starts
         hf = cfg.hf()
@@ -330,7 +332,6 @@ def retrieval_recall(model: QFormer, image: torch.Tensor, ids: torch.Tensor, tex
 def generate_captions(model: QFormer, codec: TextCodec, image: torch.Tensor, method: str = "beam",
                       beam: int = 3, max_len: int = 25, batch_size: int = 128) -> list[str]:
     """Captions through the ITG branch ([DEC] ... [SEP]) with mmlib.captioning.decoding."""
-    from .decoding import Recompute, generate
     model.eval()
     ids = generate(Recompute(model), image, method=method, beam=beam, max_len=max_len, batch_size=batch_size)
     return [codec.decode(x) for x in ids]

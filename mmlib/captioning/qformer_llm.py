@@ -26,9 +26,18 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, Blip2Config, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers.models.blip_2.configuration_blip_2 import Blip2VisionConfig
+from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel, Blip2VisionModel
 
+from .. import ckpt, device, pretrained, profiles, train
+from ..nets import count_parameters
+from ..paths import run_dir
 from ..train import TrainConfig
-from .qformer import QFormerConfig
+from .blip2_experiment import captions_per_image, train_config
+from .blip2_weights import load_blip2_state
+from .qformer import QFormer, QFormerConfig
 
 PROMPT = "Generate a simple short caption:"  # the study's prompt
 
@@ -46,7 +55,6 @@ class QFormerLLM(nn.Module):
 
     def __init__(self, cfg: QFormerLLMConfig, llm: nn.Module, tokenizer):
         super().__init__()
-        from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel
         self.cfg = cfg
         qcfg = QFormerConfig(**cfg.qformer)
         self.query_tokens = nn.Parameter(torch.randn(1, qcfg.num_queries, qcfg.hidden_size) * 0.02)
@@ -159,7 +167,6 @@ def generate_captions(model: QFormerLLM, image: torch.Tensor, batch_size: int = 
                       **kw) -> tuple[list[str], list[bool]]:
     """Captions for image features (N, n, d) and, per caption, whether it ended with the LLM's EOS
     (rather than a full stop or the length limit)."""
-    from .. import device
     model.eval()
     caps, eos = [], []
     for i in range(0, len(image), batch_size):
@@ -193,7 +200,6 @@ def load_query_branch(model: QFormerLLM, state: dict[str, torch.Tensor]) -> None
 
 def blip2_qformer_config(name_or_path: str) -> dict:
     """QFormerConfig fields of a pretrained BLIP-2 checkpoint's Q-former (paper: Salesforce/blip2-opt-2.7b)."""
-    from transformers import Blip2Config
     c = Blip2Config.from_pretrained(name_or_path)
     q = c.qformer_config
     return dict(vocab_size=q.vocab_size, hidden_size=q.hidden_size, num_layers=q.num_hidden_layers,
@@ -210,8 +216,6 @@ def tiny_causal_lm(texts: list[str], folder: Path, hidden: int = 64, steps: int 
     + EOS, plus the last text (the prompt) (a random LM
     ignores its prefix, so no soft prompt could steer it), written with ``save_pretrained`` and read
     back (the loader path of the real one)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
     folder = Path(folder)
     if not (folder / "config.json").exists():
         words = sorted({w for t in texts for w in t.split()})
@@ -244,8 +248,6 @@ def tiny_causal_lm(texts: list[str], folder: Path, hidden: int = 64, steps: int 
 def language_model(profile: str, texts: list[str]):
     """(tokenizer, frozen causal LM) of a profile: SmolLM2-135M-Instruct (cpu), TinyLlama-1.1B-Chat
     (paper), or the tiny stand-in (smoke)."""
-    from .. import pretrained, profiles
-    from ..paths import run_dir
     if profiles.get(profile).qformer_llm.llm == "tiny":
         return tiny_causal_lm(texts, run_dir(profile, "05") / "tiny-llama")
     return pretrained.causal_lm(profile)
@@ -254,9 +256,6 @@ def language_model(profile: str, texts: list[str]):
 def build(profile: str, feats, stage1=None):
     """Model, training tensors and checkpoint key of stage 2. ``stage1``: the trained stage-1 QFormer
     (cpu/smoke: 04's); in paper the Q-former named in the profile is read from its checkpoint."""
-    from .. import profiles
-    from .blip2_experiment import captions_per_image
-    from .blip2_weights import load_blip2_state
     p = profiles.get(profile).qformer_llm
     split = feats.split
     idx, caps = captions_per_image(split.train, profiles.get(profile).qformer.captions_per_image)
@@ -296,11 +295,6 @@ def paper_parameter_counts() -> tuple[list[dict], dict[str, float]]:
     EVA ViT-g/14 (frozen) + our stage-1 Q-former (BERT-base sizes, 32 queries, bert-base-uncased
     vocabulary + [DEC]); EVA ViT-g/14 + BLIP-2's stage-2 Q-former (query branch) + projection +
     TinyLlama-1.1B (frozen). Returns the table rows and a summary in millions."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-    from transformers.models.blip_2.configuration_blip_2 import Blip2VisionConfig
-    from transformers.models.blip_2.modeling_blip_2 import Blip2VisionModel
-    from ..nets import count_parameters
-    from .qformer import QFormer
 
     class _Tok:   # just enough tokenizer for the constructor
         eos_token_id, pad_token_id, unk_token_id = 2, 0, 0
@@ -353,9 +347,6 @@ def vs_baseline(scores: dict, baseline: dict, captions: list[str]) -> dict:
 def train_stage2(profile: str, feats, stage1=None, retrain: bool = False, progress: bool = True):
     """Build and train (or reload) stage 2 -> (model, FitResult). Only the Q-former's query branch and
     the projection train; ``train.fit`` checkpoints only those (the LLM requires no grad)."""
-    from .. import train
-    from ..paths import run_dir
-    from .blip2_experiment import train_config
     model, tensors, key = build(profile, feats, stage1)
     cfg = train_config(profile, "qformer_llm")
     fit = train.fit(model, loss_on(feats.train), tensors, cfg, run_dir(profile, "05"), key, progress=progress,
@@ -365,7 +356,6 @@ def train_stage2(profile: str, feats, stage1=None, retrain: bool = False, progre
 
 def checkpoint_names(fit) -> list[str]:
     """Tensor names in the last checkpoint of a run (to show that the LLM is not among them)."""
-    from .. import ckpt
     return sorted(ckpt.load_checkpoint(ckpt.checkpoints(fit.train_dir)[-1])["weights"])
 
 

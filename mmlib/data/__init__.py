@@ -5,14 +5,18 @@ rule (images sorted by name; first 80 % train, last 20 % validation with all fiv
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from .. import profiles
 from ..paths import data_dir
+from . import flickr8k, world
+from .flickr8k import find_layout
 
 Item = tuple[str, list[str]]  # (image file name, its 5 captions)
 
@@ -44,7 +48,6 @@ class Split:
 
 
 def image_dir(folder: Path) -> Path:
-    from .flickr8k import find_layout
     return find_layout(folder)[1]
 
 
@@ -57,12 +60,10 @@ def folder_for(profile: str) -> Path:
             raise FileNotFoundError(f"Flickr8k folder {folder} not found: set FLICKR8K_DIR to a folder "
                                     f"with captions.txt and Images/ (the Kaggle layout)")
         return folder
-    from . import world
     return world.ensure(n_images=cfg.n_images, size=cfg.image_size, seed=cfg.seed)
 
 
 def load(profile: str) -> Split:
-    from . import flickr8k
     cfg = profiles.get(profile).data
     folder = folder_for(profile)
     captions = flickr8k.load_folder(folder)
@@ -76,9 +77,7 @@ def images(folder: Path, names: list[str], size: int) -> "torch.Tensor":
     Cached as a .npy next to the generated data (keyed by folder, names and size), so frozen
     encoders and diffusion models never decode the JPEGs twice.
     """
-    import hashlib
 
-    import torch
     key = hashlib.sha256(("\n".join(names) + f"|{size}|{Path(folder).resolve()}").encode()).hexdigest()[:12]
     cache = data_dir() / "image_cache" / f"{Path(folder).name}_{size}px_{key}.npy"
     if cache.exists():

@@ -24,8 +24,8 @@ import shutil
 import statistics
 from bisect import bisect
 from collections import Counter
-from itertools import accumulate
 from dataclasses import asdict, dataclass
+from itertools import accumulate
 from pathlib import Path
 
 import numpy as np

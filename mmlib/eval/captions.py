@@ -23,6 +23,9 @@ import re
 from pathlib import Path
 
 from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.rouge.rouge import Rouge
 
 BLEU_KEYS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4")
 STANDARD_KEYS = (*BLEU_KEYS, "CIDEr-D", "ROUGE-L")
@@ -126,9 +129,6 @@ def standard_scores(hyps: dict[str, str], refs: dict[str, list[str]]) -> dict[st
     Every hypothesis image needs references; images with references but no hypothesis are not
     scored. An empty hypothesis scores 0.
     """
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
 
     images = _check_keys(hyps, refs)
     res = {im: [tokenize(hyps[im])] for im in images}

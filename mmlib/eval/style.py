@@ -21,7 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import train
+from .. import data as mdata
+from .. import profiles, train
+from ..data import world
+from ..paths import run_dir
 from .oracle import OracleConfig, augment, to_input
 
 STYLES = ("cartoon", "photo")   # class index 0, 1
@@ -94,10 +97,6 @@ def heldout_accuracy(model: StyleClassifier, cartoon: torch.Tensor, photo: torch
 def classifier(profile: str, resolution: int, progress: bool = False) -> StyleClassifier:
     """The style classifier of ``profile`` at ``resolution``: trained on the train split's renders in both
     styles (same scenes), cached in ``runs/<profile>/style/``; ``.accuracy`` = balanced val accuracy."""
-    from .. import data as mdata
-    from .. import profiles
-    from ..data import world
-    from ..paths import run_dir
     d = profiles.get(profile).data
     if d.source != "world8k":
         raise ValueError(f"profile {profile!r}: the style classifier needs world8k renders in both styles")

@@ -39,12 +39,26 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from scipy import linalg
+from scipy.stats import binomtest
 
 from .. import data as mdata
 from .. import profiles, results
+
 # the oracle's API, re-exported: notebooks score with ``t2i.oracle`` / ``t2i.prompt_fidelity`` side by side
-from .oracle import (AttributeOracle, OracleConfig, attributes, augment, encode_labels, features,  # noqa: F401
-                     fit_oracle, heldout_accuracy, oracle, predict, read_scenes)
+from .oracle import (  # noqa: F401
+    AttributeOracle,
+    OracleConfig,
+    attributes,
+    augment,
+    encode_labels,
+    features,
+    fit_oracle,
+    heldout_accuracy,
+    oracle,
+    predict,
+    read_scenes,
+)
 
 ROW_NOTEBOOKS = ("06", "07", "08", "09")
 TABLE_KEY = "t2i_table"
@@ -120,7 +134,6 @@ def frechet_distance(model: AttributeOracle, images_a: torch.Tensor, images_b: t
 
 
 def frechet_from_features(fa: torch.Tensor, fb: torch.Tensor) -> float:
-    from scipy import linalg
     a, b = fa.double().numpy(), fb.double().numpy()
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
@@ -158,7 +171,6 @@ def colour_words(model: AttributeOracle | None, images: torch.Tensor, colours: S
     """Score ``images`` generated colour-major from "a girl in a <colour> dress" (the same number per colour).
 
     ``model`` None (no oracle: real Flickr8k) gives NaN for every oracle number."""
-    from scipy.stats import binomtest
     k, chance = len(images) // len(colours), 1 / len(colours)
     mean_rgb = images.float().mean((2, 3)).reshape(len(colours), k, 3).mean(1)        # (colours, 3)
     rgb = {c: v.tolist() for c, v in zip(colours, mean_rgb)}

@@ -43,9 +43,9 @@ from .. import ckpt, pretrained, profiles, train
 from ..captioning.clip_pretrain import ensure_world_clip
 from ..images import to_signed, to_uint8
 from ..paths import run_dir
-from .vqvae import VQConfig, build_vqmodel
 from . import diffusion
 from .diffusion import DenoiserConfig, SampleConfig, TextBank, build_text_bank, eps_loss
+from .vqvae import VQConfig, build_vqmodel
 
 
 @dataclass

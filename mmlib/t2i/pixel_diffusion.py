@@ -33,7 +33,8 @@ import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
 
-from .. import ckpt, data as mdata, device, pretrained
+from .. import ckpt, device, pretrained
+from .. import data as mdata
 from ..images import to_signed, to_uint8
 from ..paths import run_dir
 from ..train import TrainConfig

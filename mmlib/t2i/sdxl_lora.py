@@ -40,15 +40,28 @@ from diffusers import DDPMScheduler
 from PIL import Image
 from torch import nn
 
-from .. import ckpt, data as mdata, device, profiles, train
+from .. import ckpt, device, profiles, train
+from .. import data as mdata
 from ..data import flickr8k, world
 from ..eval import t2i
 from ..eval.style import StyleConfig
+from ..images import to_signed
 from ..nets import n_params
 from ..paths import run_dir
-from ..images import to_signed
-from .sdxl import (SCHEDULER, Denoiser, LoraSettings, SampleSettings, TinySDXLConfig, add_lora, build_tiny_pipeline,
-                   encode_latents, load_pipeline, save_lora, time_ids, tokenize)
+from .sdxl import (
+    SCHEDULER,
+    Denoiser,
+    LoraSettings,
+    SampleSettings,
+    TinySDXLConfig,
+    add_lora,
+    build_tiny_pipeline,
+    encode_latents,
+    load_pipeline,
+    save_lora,
+    time_ids,
+    tokenize,
+)
 
 
 @dataclass

@@ -25,15 +25,19 @@ an interrupted run resumes bit-identically.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
+import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
+from diffusers import VQModel
 from torch import nn
 
+from .. import ckpt, profiles, train
 from ..images import psnr, to_signed, to_uint8
 
 
@@ -66,7 +70,6 @@ class VQConfig:
 
 def build_vqmodel(cfg: VQConfig):
     """A diffusers ``VQModel`` of the configured size (codebook dim = latent channels, as in LDM's vq-f4/f8)."""
-    from diffusers import VQModel
 
     n = len(cfg.block_out_channels)
     return VQModel(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
@@ -78,7 +81,6 @@ def build_vqmodel(cfg: VQConfig):
 
 def load_vqmodel(path_or_name: str, subfolder: str | None = None):
     """Paper loader: a ``VQModel`` saved with ``save_pretrained`` (a local folder or a hub name)."""
-    from diffusers import VQModel
 
     kw = {"subfolder": subfolder} if subfolder else {}
     return VQModel.from_pretrained(path_or_name, **kw)
@@ -152,110 +154,6 @@ class PatchGAN(nn.Module):
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
     return 0.5 * (F.relu(1 - logits_real).mean() + F.relu(1 + logits_fake).mean())
-
-
-# ---------------------------------------------------------------- perceptual distance
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def _find(module: nn.Module, attr: str) -> nn.Module | None:
-    for m in module.modules():
-        if hasattr(m, attr):
-            return m
-    return None
-
-
-class Perceptual(nn.Module):
-    """LPIPS-style distance with uniform layer weights (Zhang et al. 2018, https://arxiv.org/abs/1801.03924):
-
-        P(x, y) = Σ_l mean_hw ‖ f̂_l(x) - f̂_l(y) ‖²,   f̂ = f / ‖f‖ over channels
-
-    on the feature maps of a frozen ImageNet network taken at several depths (strides 2–16), so that
-    small images still have spatial feature maps. ``net`` is what ``mmlib.pretrained.cnn`` returns
-    (EfficientNet-Lite0 offline / ResNet-18); stages are found by attribute names.
-    """
-
-    def __init__(self, net: nn.Module, min_size: int = 64):
-        super().__init__()
-        self.min_size = min_size  # smaller inputs are upsampled first (deep maps of tiny images are 1×1)
-        eff, res = _find(net, "_blocks"), _find(net, "layer4")
-        if eff is not None:
-            self.kind, self.net = "efficientnet", eff
-        elif res is not None:
-            self.kind, self.net = "resnet", res
-        else:
-            raise TypeError(f"no EfficientNet (_blocks) or ResNet (layer4) inside {type(net).__name__}")
-        self.net.eval().requires_grad_(False)
-        # the normalisation the network was trained with (FeatureGrid carries it), else ImageNet's
-        mean = getattr(net, "mean", torch.tensor(_IMAGENET_MEAN)).reshape(1, 3, 1, 1).clone()
-        std = getattr(net, "std", torch.tensor(_IMAGENET_STD)).reshape(1, 3, 1, 1).clone()
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
-
-    def train(self, mode: bool = True):  # frozen BatchNorms stay in eval mode
-        return super().train(False)
-
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = ((x + 1) / 2 - self.mean) / self.std                 # [-1, 1] -> ImageNet normalised
-        if x.shape[-1] < self.min_size:
-            x = F.interpolate(x, size=self.min_size, mode="bilinear", align_corners=False)
-        n = self.net
-        out = []
-        if self.kind == "efficientnet":
-            x = n._swish(n._bn0(n._conv_stem(x)))
-            out.append(x)
-            for i, block in enumerate(n._blocks):
-                prev = x
-                x = block(x)
-                if x.shape[-1] != prev.shape[-1] and i > 0:   # a new stage begins: keep the last map of the previous
-                    out.append(prev)
-            out.append(x)
-        else:
-            x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
-            for layer in (n.layer1, n.layer2, n.layer3, n.layer4):
-                x = layer(x)
-                out.append(x)
-        return out
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # (B,) distances
-        d = 0.0
-        for fx, fy in zip(self.features(x), self.features(y)):
-            fx = fx / (fx.norm(dim=1, keepdim=True) + 1e-10)
-            fy = fy / (fy.norm(dim=1, keepdim=True) + 1e-10)
-            d = d + (fx - fy).pow(2).sum(1).mean((1, 2))
-        return d
-
-
-class LPIPSDistance(nn.Module):
-    """The real LPIPS-VGG (paper profile) when the ``lpips`` package and its VGG weights are on disk."""
-
-    def __init__(self):
-        super().__init__()
-        import lpips  # noqa: PLC0415 - optional dependency
-
-        self.lpips = lpips.LPIPS(net="vgg", verbose=False).eval().requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        return super().train(False)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.lpips(x, y).flatten()
-
-
-def perceptual_for(profile: str) -> tuple[nn.Module, str]:
-    """(distance module, its name): LPIPS-VGG in paper when available, else the offline CNN's features
-    at the profile's ``vq.perceptual_size``."""
-    if profile == "paper":
-        try:
-            return LPIPSDistance(), "LPIPS-VGG"
-        except Exception as e:  # no package / no weights offline: say so and use the CNN of the profile
-            print(f"LPIPS-VGG unavailable ({type(e).__name__}: {e}); using the profile CNN's features")
-    from .. import pretrained, profiles
-
-    net = pretrained.cnn(profile)
-    size = config_from_profile(profiles.get(profile).latent_diffusion).perceptual_size
-    return Perceptual(net, min_size=size), f"{getattr(net, 'name', type(net).__name__)} feature distance @{size}px"
 
 
 # ---------------------------------------------------------------- the trained module and its loss
@@ -371,9 +269,7 @@ def train_first_stage(profile: str, train_images: torch.Tensor, val_images: torc
 
     Returns {"model": VQGAN, "vq": VQModel (frozen, eval), "fit", "before_gan", "final", "cfg"}.
     """
-    import copy
 
-    from .. import ckpt, profiles, train
 
     sec = profiles.get(profile).latent_diffusion
     cfg = config_from_profile(sec)
@@ -401,7 +297,6 @@ def train_first_stage(profile: str, train_images: torch.Tensor, val_images: torc
 
 def reconstruction_figure(images: torch.Tensor, recons: torch.Tensor, n: int = 8):
     """Figure 10: originals (top row) over their reconstructions (bottom row)."""
-    import matplotlib.pyplot as plt
 
     n = min(n, len(images))
     fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4))
@@ -418,7 +313,6 @@ def reconstruction_figure(images: torch.Tensor, recons: torch.Tensor, n: int = 8
 
 def curves_figure(history: list[dict], disc_start: int):
     """Reconstruction / perceptual / discriminator curves with the step the GAN starts."""
-    import matplotlib.pyplot as plt
 
     steps = [h["step"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3))

@@ -14,10 +14,11 @@ from typing import Sequence
 
 import torch
 
-from ... import ckpt, data as mdata, profiles, train
+from ... import ckpt, profiles, train
+from ... import data as mdata
+from ...images import to_signed, to_uint8
 from ...paths import run_dir
 from . import text as textenc
-from ...images import to_signed, to_uint8
 from .sampling import SamplingConfig, generate
 from .tokenizer import BitwiseTokenizer, TokenizerConfig, tokenizer_loss
 from .transformer import ARLoss, ScaleTransformer, Text, TransformerConfig

@@ -23,7 +23,9 @@ import torch
 from ... import profiles
 from ...images import to_uint8
 from ...nets import n_params
-from .. import latent_diffusion as ld, pixel_diffusion as pd, vqvae
+from .. import latent_diffusion as ld
+from .. import pixel_diffusion as pd
+from .. import vqvae
 from ..diffusion import SampleConfig
 from .sampling import generate
 from .transformer import Text

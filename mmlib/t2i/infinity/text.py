@@ -14,8 +14,9 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from transformers import AutoTokenizer, T5EncoderModel
 
-from ... import ckpt, device
+from ... import ckpt, device, pretrained
 from .transformer import Text
 
 
@@ -53,7 +54,6 @@ def pool(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def t5_encoder(name_or_path: str, max_tokens: int = 32) -> TextEncoder:
     """flan-t5's encoder (hub name in ``paper``, or any folder written by ``save_pretrained``)."""
-    from transformers import AutoTokenizer, T5EncoderModel
     tok = AutoTokenizer.from_pretrained(name_or_path)
     return TextEncoder(tok, T5EncoderModel.from_pretrained(name_or_path), max_tokens, name=str(name_or_path))
 
@@ -62,7 +62,6 @@ def for_profile(profile: str, name: str | None = None, max_tokens: int = 32) -> 
     """``name`` set (the profile's ``text_encoder``): a T5 encoder; None: ``mmlib.pretrained``'s encoder."""
     if name:
         return t5_encoder(name, max_tokens)
-    from ... import pretrained
     tok, model = pretrained.text_encoder(profile)
     return TextEncoder(tok, model, max_tokens, name=f"pretrained.text_encoder({profile})")
 

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...images import psnr as images_psnr, to_signed
+from ...images import psnr as images_psnr
+from ...images import to_signed
 from .bsq import BSQ, bits_to_codes
 
 

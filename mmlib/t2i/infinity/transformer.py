@@ -20,6 +20,7 @@ with binary cross-entropy, instead of a 2^d-way softmax; ``head_cost`` gives bot
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
@@ -236,7 +237,6 @@ def bit_accuracy_per_scale(model: ScaleTransformer, quantizer: nn.Module, data: 
 
 def time_heads(d_model: int, bits: int, n_tokens: int = 2048, repeats: int = 3) -> dict[str, float]:
     """Measured seconds of forward+backward of both heads on ``n_tokens`` hidden states (same loss shape)."""
-    import time
     h = torch.randn(n_tokens, d_model, requires_grad=True)
     target_bits = torch.randint(0, 2, (n_tokens, bits)).float()
     target_index = (target_bits.long() << torch.arange(bits)).sum(1)      # the same code as one class of 2^d
