@@ -245,7 +245,7 @@ SETTINGS: dict[str, str] = {
     "caption_cnn": "mmlib.captioning.experiment:CaptionSettings",
     "caption_clip": "mmlib.captioning.experiment:CaptionSettings",
     "qformer": "mmlib.captioning.blip2_experiment:QFormerSettings",
-    "qformer_llm": "mmlib.captioning.qformer_llm:QFormerLLMSettings",
+    "qformer_llm": "mmlib.captioning.llm_experiment:QFormerLLMSettings",
     "t2i_eval": "mmlib.eval.oracle:T2IEvalSettings",
     "pixel_diffusion": "mmlib.t2i.pixel_diffusion:PixelDiffusionSettings",
     "latent_diffusion": "mmlib.t2i.latent_diffusion:LatentDiffusionSettings",

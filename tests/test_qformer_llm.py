@@ -8,6 +8,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from mmlib import ckpt, train
 from mmlib.captioning.blip2_weights import blip2_vision, load_blip2_state
+from mmlib.captioning.llm_experiment import tiny_causal_lm
 from mmlib.captioning.qformer import QFormer, QFormerConfig
 from mmlib.captioning.qformer_llm import (
     QFormerLLM,
@@ -15,7 +16,6 @@ from mmlib.captioning.qformer_llm import (
     blip2_qformer_config,
     caption_loss,
     load_query_branch,
-    tiny_causal_lm,
 )
 
 WORDS = "a dog runs on the grass two men jump girl in water blue ball . generate simple short caption :".split()

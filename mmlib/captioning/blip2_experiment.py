@@ -165,6 +165,19 @@ def study_row(row: int) -> dict:
     return {**out, "BLEU-4": None, "CIDEr-D": None, "ROUGE-L": None}
 
 
+def save_table2(profile: str, feats, scores: dict[str, dict], beam: int) -> list[dict]:
+    """Notebook 04's Table 2 (``04_table2``) from named scores (model, greedy, retrieval, ceiling), with
+    the study's row 3 beside them; ``04_scores`` keeps model, retrieval and ceiling. Returns the rows."""
+    rows = [table2_row(profile, f"{feats.encoder} + Q-former (scratch, [DEC], beam {beam})", scores["model"]),
+            table2_row(profile, f"{feats.encoder} + Q-former (scratch, [DEC], greedy)", scores["greedy"]),
+            table2_row(profile, "retrieval baseline (nearest image feature)", scores["retrieval"]),
+            table2_row(profile, "human ceiling (leave-one-out)", scores["ceiling"]), study_row(3)]
+    results.save_table(profile, "04_table2", rows, formats={c: ".1f" for c in rows[0] if c not in ("model", "profile / data")},
+                       note=experiment.TABLE2_NOTE)
+    results.save(profile, "04_scores", {k: scores[k] for k in ("model", "retrieval", "ceiling")})
+    return rows
+
+
 def reference_scores(profile: str, feats) -> tuple[dict, dict]:
     """(retrieval baseline, human ceiling) scores: 03's saved ones when 03 ran on the same features
     (the same CLIP tokens give the same baseline), else computed here."""

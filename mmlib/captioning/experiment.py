@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .. import data, paths, profiles, train
+from .. import data, paths, profiles, results, train
 from ..data.flickr8k import find_layout
 from ..eval import captions as metrics
 from ..nets import count_parameters
@@ -191,6 +191,35 @@ def table2(profile: str, kind: str, rows: dict[str, dict[str, float]]) -> list[d
     study.update({f"BLEU-{i} (seed)": b for i, b in enumerate(STUDY_BLEU[kind], 1)})
     study.update({"BLEU-4": None, "CIDEr-D": None, "ROUGE-L": None})
     return out + [study]
+
+
+TABLE2_NOTE = ("BLEU (seed) = the study's BLEU code; BLEU-4, CIDEr-D, ROUGE-L = standard (pycocoevalcap), "
+               "all ×100, against all 5 references of every validation image.")
+
+
+def table2_formats(rows: list[dict]) -> dict[str, str]:
+    return {c: ".1f" for c in rows[0] if "BLEU" in c or c in ("CIDEr-D", "ROUGE-L")}
+
+
+def table2_scores(feats: Features, hyps: dict[str, str], hyps_greedy: dict[str, str]) -> dict[str, dict]:
+    """Named scores of Table 2's rows: the model (beam), greedy decoding, the retrieval baseline, the
+    human ceiling (saved as ``NN_scores``; ``mmlib.claims`` reads these names)."""
+    retrieved = retrieval_baseline(feats)
+    return {"model": score(hyps, feats.split), "greedy": score(hyps_greedy, feats.split),
+            "retrieval": score(retrieved, feats.split), "ceiling": ceiling(feats.split)}
+
+
+def save_table2(profile: str, kind: str, feats: Features, scores: dict[str, dict], beam: int) -> list[dict]:
+    """Save Table 2 (``NN_table2``) and the named scores (``NN_scores``) of notebook 02 or 03; returns the rows."""
+    labels = {"model": f"{feats.encoder} + cross-attn decoder (beam {beam})",
+              "greedy": f"{feats.encoder} + cross-attn decoder (greedy)",
+              "retrieval": f"retrieval baseline (nearest {feats.encoder} feature)",
+              "ceiling": "human ceiling (leave-one-out)"}
+    rows = table2(profile, kind, {labels[k]: v for k, v in scores.items()})
+    nb = NOTEBOOK[kind]
+    results.save_table(profile, f"{nb}_table2", rows, formats=table2_formats(rows), note=TABLE2_NOTE)
+    results.save(profile, f"{nb}_scores", scores)
+    return rows
 
 
 def example_figure(split: data.Split, hyps: dict[str, str], others: dict[str, dict[str, str]], n: int = 6,

@@ -169,3 +169,12 @@ def human_ceiling(refs: dict[str, list[str]], mode: str = "standard") -> dict[st
         others = {im: r[:k] + r[k + 1:k_refs] for im, r in refs.items()}
         runs.append(score(hyps, others))
     return {key: sum(run[key] for run in runs) / k_refs for key in runs[0]}
+
+
+def ceiling_rows(name: str, val_items: list, captions_file: str | Path) -> list[dict]:
+    """The human ceiling of a validation split in the study's seed mode and in the standard mode (two rows)."""
+    refs = dict(val_items)
+    raw = read_seed_refs(captions_file)
+    seed = human_ceiling({im: raw[im] for im in refs}, mode="seed")
+    std = human_ceiling(refs, mode="standard")
+    return [{"references": name, "mode": "seed", **seed}, {"references": name, "mode": "standard", **std}]

@@ -40,10 +40,10 @@ from diffusers import DDPMScheduler
 from PIL import Image
 from torch import nn
 
-from .. import ckpt, device, profiles, train
+from .. import ckpt, device, profiles, results, train
 from .. import data as mdata
 from ..data import flickr8k, world
-from ..eval import t2i
+from ..eval import style, t2i
 from ..eval.style import StyleConfig
 from ..images import to_signed
 from ..nets import n_params
@@ -349,6 +349,27 @@ def heldout_prompts(profile: str, n: int, exp: Experiment | None = None):
     keep = [keep[j] for j in np.linspace(0, len(keep) - 1, min(n, len(keep))).round().astype(int)]
     return t2i.Prompts([p.images[i] for i in keep], [p.captions[i] for i in keep], [p.stated[i] for i in keep],
                        p.folder)
+
+
+def style_table(profile: str, exp: Experiment, prompts, sets: dict[str, torch.Tensor], steps: int):
+    """The style table (``sd_lora_style``): for every image set, the calibrated style share, prompt
+    fidelity, background and Fréchet distance to real photos. Returns (rows, oracle, classifier)."""
+    r = exp.model.image_size
+    oracle, clf = t2i.oracle(profile, r), style.classifier(profile, r)
+    real_photo = prompts.real_images(r)
+    rows = []
+    for name, imgs in sets.items():
+        fid = t2i.prompt_fidelity(oracle, imgs, prompts.stated)
+        rows.append({"images": name, "photo style %": 100 * style.style_share(clf, imgs, "photo"),
+                     "fidelity %": 100 * fid.overall, "background %": 100 * fid.per_attribute.get("background", float("nan")),
+                     "Fréchet to real photos": t2i.frechet_distance(oracle, imgs, real_photo)})
+    note = (f"Profile {profile}: {len(prompts)} held-out prompts (images LoRA never saw), {r} px, {steps} Euler steps, "
+            f"CFG {exp.sample.guidance:g}, the same noise for every row. Style classifier balanced held-out accuracy "
+            f"{100 * clf.accuracy:.1f} %; attribute oracle mean held-out accuracy "
+            f"{100 * sum(oracle.accuracy.values()) / len(oracle.accuracy):.1f} %.")
+    results.save_table(profile, "sd_lora_style", rows, formats={c: ".1f" for c in rows[0] if c.endswith("%")} |
+                       {"Fréchet to real photos": ".2f"}, note=note)
+    return rows, oracle, clf
 
 
 def style_summary(rows: list[dict], accuracy: float) -> dict:
