@@ -140,3 +140,25 @@ def test_tiny_overfit_captions_through_dec_and_stops_at_eos(tmp_path):
     assert logs["itg"] < first["itg"] / 3 and logs["itc"] < first["itc"] and logs["itm"] < first["itm"]
     for method in ("greedy", "beam"):
         assert generate_captions(m, codec, img, method=method, max_len=11) == CAPTIONS  # stopped at [SEP]
+
+
+@pytest.mark.bf16
+def test_kv_cached_steps_equal_the_joint_itg_pass(tmp_path):
+    """Decoding with the cache (queries once, then one text token per step) gives the logits of one
+    joint ITG pass over [queries ; prefix], and the same tokens as re-encoding the prefix every step."""
+    from mmlib.captioning.decoding import Recompute, beam_search, greedy
+    codec, m, ids, mask = setup(tmp_path)
+    m.eval()
+    img = torch.randn(3, 5, 12, generator=torch.Generator().manual_seed(1))
+    prefix = ids[:3, :6].clone()
+    prefix[:, 0] = codec.dec_id
+    with torch.no_grad():
+        joint = m.prefix_logits(img, prefix)                              # (3, 6, V)
+        cache, steps = m.start(img), []
+        for t in range(prefix.size(1)):
+            logits, cache = m.step(prefix[:, t:t + 1], cache)
+            steps.append(logits)
+        torch.testing.assert_close(torch.cat(steps, 1), joint, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(m.step(prefix, m.start(img))[0], joint, atol=1e-5, rtol=1e-4)
+        assert torch.equal(greedy(m, img, 10), greedy(Recompute(m), img, 10))
+        assert torch.equal(beam_search(m, img, 3, 10), beam_search(Recompute(m), img, 3, 10))

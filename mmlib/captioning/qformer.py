@@ -31,9 +31,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from transformers import Blip2QFormerConfig
-from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel, Blip2TextEmbeddings
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel, Blip2TextEmbeddings, eager_attention_forward
 
-from .decoding import Recompute, generate
+from .decoding import generate
 
 
 # ----------------------------------------------------------------------------- text side
@@ -253,15 +254,57 @@ class QFormer(nn.Module):
         l_itg = self.itg(image, ids, text_mask)
         return Losses(l_itc + l_itm + l_itg, l_itc, l_itm, l_itg)   # plain sum, as BLIP-2
 
-    # --- step protocol of mmlib.captioning.decoding (full recompute of the prefix; ids set in __init__)
+    # --- step protocol of mmlib.captioning.decoding, with a KV cache (ids set in __init__) --------
+    # Under the ITG mask the queries attend only to each other, so their states at every layer do not
+    # depend on the text: ``start`` runs them once and keeps each layer's query keys/values; ``step``
+    # then runs only the new text tokens through the layers' self-attention (over queries + earlier
+    # text + themselves, causally) and text feed-forward. ``prefix_logits`` is the same computation as
+    # one joint pass over [queries ; prefix] (``decoding.Recompute`` wraps it; the tests compare both).
     def start(self, image: torch.Tensor) -> dict:
-        return {"image": image}
+        """image (B, N, d_image) -> cache: per layer the queries' keys/values (B, heads, Q, head_dim)."""
+        inputs: list[torch.Tensor] = []
+        hooks = [layer.register_forward_pre_hook(lambda m, args: inputs.append(args[0]))
+                 for layer in self.qformer.encoder.layer]
+        try:
+            self.encode(image, None, None, "itg")                 # queries only: what ITG lets them see
+        finally:
+            for h in hooks:
+                h.remove()
+        layers = [{"k": self._heads(layer.attention.attention, layer.attention.attention.key(x)),
+                   "v": self._heads(layer.attention.attention, layer.attention.attention.value(x))}
+                  for layer, x in zip(self.qformer.encoder.layer, inputs)]
+        return {"layers": layers, "pos": 0}
+
+    @staticmethod
+    def _heads(att: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        B, L, _ = x.shape
+        return x.view(B, L, att.num_attention_heads, att.attention_head_size).transpose(1, 2)   # (B, nh, L, d)
 
     def step(self, tokens: torch.Tensor, cache: dict) -> tuple[torch.Tensor, dict]:
-        """tokens (B, t) = the WHOLE prefix ([DEC] ...) -> logits (B, t, V); wrap in decoding.Recompute."""
-        mask = torch.ones_like(tokens, dtype=torch.bool)
-        _, h = self.encode(cache["image"], tokens, mask, "itg")
-        return self.lm_logits(h), cache
+        """tokens (B, T) new text tokens ([DEC] first) -> logits (B, T, V) and the cache extended by T."""
+        B, T = tokens.shape
+        pos, Q = cache["pos"], self.cfg.num_queries
+        x = self.embeddings(input_ids=tokens, position_ids=torch.arange(pos, pos + T, device=tokens.device)[None])
+        x = self.qformer.dropout(self.qformer.layernorm(x))                          # (B, T, H)
+        layers = []
+        for layer, c in zip(self.qformer.encoder.layer, cache["layers"]):
+            att = layer.attention.attention
+            k = torch.cat([c["k"], self._heads(att, att.key(x))], 2)                  # (B, nh, Q+pos+T, d)
+            v = torch.cat([c["v"], self._heads(att, att.value(x))], 2)
+            visible = torch.arange(k.size(2), device=x.device)[None] <= Q + pos + torch.arange(T, device=x.device)[:, None]
+            mask = torch.zeros(T, k.size(2), dtype=x.dtype, device=x.device).masked_fill(~visible, torch.finfo(x.dtype).min)
+            attend = ALL_ATTENTION_FUNCTIONS.get_interface(att.config._attn_implementation, eager_attention_forward)
+            out, _ = attend(att, self._heads(att, att.query(x)), k, v, mask[None, None], dropout=0.0,
+                            scaling=att.scaling)
+            a = layer.attention.output(out.reshape(B, T, -1), x)                      # dense + residual + LayerNorm
+            x = layer.feed_forward_chunk(a)                                           # the text feed-forward
+            layers.append({"k": k, "v": v})
+        return self.lm_logits(x), {"layers": layers, "pos": pos + T}
+
+    def prefix_logits(self, image: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """One joint ITG pass over [queries ; tokens] -> logits (B, t, V) (no cache)."""
+        _, h = self.encode(image, tokens, torch.ones_like(tokens, dtype=torch.bool), "itg")
+        return self.lm_logits(h)
 
 
 def hard_negatives(sim_i2t: torch.Tensor, image_id: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -333,5 +376,5 @@ def generate_captions(model: QFormer, codec: TextCodec, image: torch.Tensor, met
                       beam: int = 3, max_len: int = 25, batch_size: int = 128) -> list[str]:
     """Captions through the ITG branch ([DEC] ... [SEP]) with mmlib.captioning.decoding."""
     model.eval()
-    ids = generate(Recompute(model), image, method=method, beam=beam, max_len=max_len, batch_size=batch_size)
+    ids = generate(model, image, method=method, beam=beam, max_len=max_len, batch_size=batch_size)
     return [codec.decode(x) for x in ids]
