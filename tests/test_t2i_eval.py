@@ -107,24 +107,16 @@ def test_heldout_prompts_state_what_the_caption_says():
     assert prompts.real_images(RES).shape == (8, 3, RES, RES)
 
 
-def test_colour_words_is_a_binomial_test_against_chance():
+def test_colour_words_is_a_binomial_test_against_chance(monkeypatch):
     """Claim 2.3's record: hits of the prompted dress colour against 1/colours, one-sided."""
     colours = ["red", "blue"]
-
-    class Oracle:   # stands in for prompt_fidelity's model: reads every dress as red
-        pass
-
     images = torch.zeros(8, 3, 4, 4, dtype=torch.uint8)
-    import mmlib.eval.t2i as t2i_mod
-    orig = t2i_mod.prompt_fidelity
-    try:
-        t2i_mod.prompt_fidelity = lambda m, imgs, stated: t2i_mod.Fidelity(
-            0.5, {"clothing_colour": sum(s["clothing_colour"] == "red" for s in stated) / len(stated)}, {}, len(stated))
-        cw = t2i_mod.colour_words(Oracle(), images, colours)
-    finally:
-        t2i_mod.prompt_fidelity = orig
+    # an oracle that reads every dress as red: the red prompts hit, the blue ones miss
+    monkeypatch.setattr(t2i, "prompt_fidelity", lambda m, imgs, stated: t2i.Fidelity(
+        0.5, {"clothing_colour": sum(s["clothing_colour"] == "red" for s in stated) / len(stated)}, {}, len(stated)))
+    cw = t2i.colour_words(object(), images, colours)
     assert (cw.clothing_colour, cw.chance, cw.n, cw.samples_per_colour) == (0.5, 0.5, 8, 4)
     assert cw.p_value == pytest.approx(0.6367, abs=1e-3)      # 4 of 8 at chance 1/2 is no evidence
     assert set(cw.mean_rgb) == set(colours)
-    none = t2i_mod.colour_words(None, images, colours)
+    none = t2i.colour_words(None, images, colours)
     assert none.p_value != none.p_value                         # NaN without an oracle

@@ -119,7 +119,7 @@ def infonce_loss(model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
 def embed(model, images: torch.Tensor, tokens: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (N, 3, H, W), tokens (M, L) -> normalised embeddings (N, D), (M, D)."""
     model.eval()
-    with device.autocast("cpu"):
+    with device.autocast(next(model.parameters()).device):
         im = torch.cat([model.encode_image(normalize_images(images[i:i + batch_size])).float()
                         for i in range(0, len(images), batch_size)])
         tx = torch.cat([model.encode_text(tokens[i:i + batch_size]).float()

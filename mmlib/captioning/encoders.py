@@ -94,7 +94,7 @@ def encode(encoder: nn.Module, images: torch.Tensor, batch_size: int = 64, size:
         x = images[i:i + batch_size].float().div_(255)
         if size and x.shape[-1] != size:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        with device.autocast("cpu"):
+        with device.autocast(x.device):
             out.append(encoder(x).float().half())   # stored in fp16; device.as_compute brings it back
         if progress and i // batch_size % 20 == 0:
             print(f"  encoded {i + len(x)}/{len(images)}", flush=True)

@@ -286,16 +286,17 @@ class QFormer(nn.Module):
         pos, Q = cache["pos"], self.cfg.num_queries
         x = self.embeddings(input_ids=tokens, position_ids=torch.arange(pos, pos + T, device=tokens.device)[None])
         x = self.qformer.dropout(self.qformer.layernorm(x))                          # (B, T, H)
+        # token t (text position pos + t) sees the Q queries and text positions 0 .. pos + t: additive mask
+        keys = torch.arange(Q + pos + T, device=x.device)
+        visible = keys[None] <= Q + pos + torch.arange(T, device=x.device)[:, None]  # (T, Q+pos+T)
+        mask = torch.zeros(1, 1, T, len(keys), dtype=x.dtype, device=x.device).masked_fill(~visible, torch.finfo(x.dtype).min)
+        attend = ALL_ATTENTION_FUNCTIONS.get_interface(self.qformer.config._attn_implementation, eager_attention_forward)
         layers = []
         for layer, c in zip(self.qformer.encoder.layer, cache["layers"]):
             att = layer.attention.attention
             k = torch.cat([c["k"], self._heads(att, att.key(x))], 2)                  # (B, nh, Q+pos+T, d)
             v = torch.cat([c["v"], self._heads(att, att.value(x))], 2)
-            visible = torch.arange(k.size(2), device=x.device)[None] <= Q + pos + torch.arange(T, device=x.device)[:, None]
-            mask = torch.zeros(T, k.size(2), dtype=x.dtype, device=x.device).masked_fill(~visible, torch.finfo(x.dtype).min)
-            attend = ALL_ATTENTION_FUNCTIONS.get_interface(att.config._attn_implementation, eager_attention_forward)
-            out, _ = attend(att, self._heads(att, att.query(x)), k, v, mask[None, None], dropout=0.0,
-                            scaling=att.scaling)
+            out, _ = attend(att, self._heads(att, att.query(x)), k, v, mask, dropout=0.0, scaling=att.scaling)
             a = layer.attention.output(out.reshape(B, T, -1), x)                      # dense + residual + LayerNorm
             x = layer.feed_forward_chunk(a)                                           # the text feed-forward
             layers.append({"k": k, "v": v})

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .. import profiles
+from .. import ckpt, profiles
 from ..paths import data_dir
 from . import flickr8k, world
 from .flickr8k import find_layout
@@ -87,10 +87,11 @@ def images(folder: Path, names: list[str], size: int) -> "torch.Tensor":
     for i, name in enumerate(names):
         with Image.open(src / name) as im:
             out[i] = np.asarray(square(im.convert("RGB"), size)).transpose(2, 0, 1)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npy")
-    np.save(tmp, out)
-    tmp.replace(cache)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:      # a file object: np.save would append ".npy" to a path
+            np.save(f, out)
+    ckpt.atomic_write(cache, write)
     return torch.from_numpy(out)
 
 

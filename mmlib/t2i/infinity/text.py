@@ -38,7 +38,7 @@ class TextEncoder:
         for i in range(0, len(captions), batch_size):
             enc = self.tokenizer(list(captions[i:i + batch_size]), padding="max_length", truncation=True,
                                  max_length=self.max_tokens, return_tensors="pt")
-            with device.autocast("cpu"):
+            with device.autocast(next(self.model.parameters()).device):
                 out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
             toks.append(out.last_hidden_state.float())
             masks.append(enc["attention_mask"].bool())
