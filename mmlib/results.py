@@ -6,7 +6,9 @@ in the report is typed by hand.
 
 Every saved result ``KEY.json`` gets a sidecar ``KEY.meta.json`` with its provenance: the precision
 it was computed in, the profile, threads, the CPU kind, the git commit (and whether the tree was
-dirty), the kernel's start time and the run id (``$MMLIB_RUN_ID``, set by ``mmlib.runner``).
+dirty), the kernel's start time, the run id (``$MMLIB_RUN_ID``, set by ``mmlib.runner``) and the
+notebook that saved it (``$MMLIB_NOTEBOOK``, set by the runner for each kernel; in JupyterLab the
+session's notebook, ``$JPY_SESSION_NAME``; None elsewhere). ``mmlib.report`` prints them per notebook.
 """
 from __future__ import annotations
 
@@ -57,9 +59,14 @@ def atomic_write_text(path: Path, text: str) -> None:
     ckpt.atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+RUN_OUTPUTS = ("figures", "report.md", "report/results-*.json")
+
+
 @functools.lru_cache(maxsize=1)
 def git_state() -> dict[str, Any]:
-    """The checkout's commit and whether tracked files differ from it (None outside a git checkout)."""
+    """The checkout's commit and whether tracked files differ from it (None outside a git checkout).
+    The run's own outputs (``figures/``, ``report.md``, ``report/results-*.json``) do not count: a run
+    rewrites them as it goes, and they are what it produces, not what it ran."""
     def git(*args: str) -> str | None:
         try:
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True,
@@ -67,15 +74,23 @@ def git_state() -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             return None
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":(exclude){p}" for p in RUN_OUTPUTS))
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def notebook_name() -> str | None:
+    """The notebook this process runs (``02_caption_cnn``): set by the runner, or by JupyterLab."""
+    if os.environ.get("MMLIB_NOTEBOOK"):
+        return os.environ["MMLIB_NOTEBOOK"]
+    session = os.environ.get("JPY_SESSION_NAME")    # jupyter_server: the notebook's path under its root
+    return Path(session).stem if session and session.endswith(".ipynb") else None
 
 
 def provenance(profile: str) -> dict[str, Any]:
     """Where and how a result was computed (see the module docstring)."""
     return {"profile": profile, "precision": device.precision(), "threads": torch.get_num_threads(),
             "cpu": device.cpu_kind(), "device": device.device().type, **git_state(), "started": _STARTED,
-            "run_id": os.environ.get("MMLIB_RUN_ID") or _PROCESS_RUN_ID}
+            "run_id": os.environ.get("MMLIB_RUN_ID") or _PROCESS_RUN_ID, "notebook": notebook_name()}
 
 
 _PROCESS_RUN_ID = f"adhoc-{uuid.uuid4().hex[:8]}"

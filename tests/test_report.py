@@ -1,4 +1,5 @@
-"""report.md is filled only from saved results; claims are verdicts computed from them."""
+"""report.md is filled only from saved results; claims are verdicts computed from them; the report
+says who computed them and refuses to mix commits unless told to."""
 import json
 
 import pytest
@@ -64,6 +65,83 @@ def test_build_records_what_it_read_and_the_snapshot_rebuilds_the_report(runs, t
     assert text == out.read_text()
 
 
+def save_as(monkeypatch, notebook, commit, run_id, key, dirty=False):
+    """Save the table ``key`` as if notebook ``notebook`` had run at ``commit`` in run ``run_id``."""
+    monkeypatch.setattr(results, "git_state", lambda: {"commit": commit, "dirty": dirty})
+    monkeypatch.setenv("MMLIB_NOTEBOOK", notebook)
+    monkeypatch.setenv("MMLIB_RUN_ID", run_id)
+    results.save_table("cpu", key, [{"x": 1}])
+
+
+A, B = "a" * 40, "b" * 40
+
+
+def test_report_refuses_results_of_two_commits_and_names_the_notebooks(runs, tmp_path, monkeypatch):
+    save_as(monkeypatch, "01_data", A, "run-1", "data_caption_stats")       # both read by the real templates
+    save_as(monkeypatch, "02_caption_cnn", B, "run-2", "02_table1")
+    out = tmp_path / "r" / "report.md"
+    with pytest.raises(report.MixedProvenanceError) as e:
+        report.build("cpu", out, tmp_path / "figs")
+    msg = str(e.value)
+    assert "2 commits (aaaaaaaaaa, bbbbbbbbbb)" in msg
+    assert "\n  01_data: commit aaaaaaaaaa, run run-1, 1 result\n" in msg
+    assert "\n  02_caption_cnn: commit bbbbbbbbbb, run run-2, 1 result\n" in msg and "--allow-mixed" in msg
+    assert not out.exists()                                                 # nothing half-written
+
+    report.build("cpu", out, tmp_path / "figs", allow_mixed=True)
+    text = out.read_text()
+    title, banner = text.split("\n\n")[:2]
+    assert title.startswith("# ") and banner.startswith("<!-- value:provenance.banner -->**Mixed provenance")
+    assert "2 commits (aaaaaaaaaa, bbbbbbbbbb)" in banner and "Run ids: run-1, run-2." in banner
+    rows = {r["notebook"]: r for r in json.loads(out.with_suffix(".results.json").read_text())["provenance"]["rows"]}
+    assert rows["01_data"]["commit"] == "aaaaaaaaaa" and rows["02_caption_cnn"]["run id"] == "run-2"
+    assert "| 01_data | aaaaaaaaaa | cpu |" in text and "| 02_caption_cnn | bbbbbbbbbb | cpu |" in text
+    snap = json.loads(out.with_suffix(".results.json").read_text())
+    assert report.render("cpu", source=snap.get)[0] == text                # provenance rides in the snapshot
+
+
+def test_one_clean_commit_builds_with_one_provenance_line_per_notebook(runs, tmp_path, monkeypatch):
+    save_as(monkeypatch, "01_data", A, "run-1", "data_caption_stats")
+    save_as(monkeypatch, "02_caption_cnn", A, "run-1", "02_table1")
+    save_as(monkeypatch, "02_caption_cnn", A, "run-1", "02_table2")
+    out = tmp_path / "report.md"
+    report.build("cpu", out, tmp_path / "figs")
+    text = out.read_text()
+    assert "<!-- value:provenance.banner --><!-- /value -->" in text and "Mixed provenance" not in text
+    prov = json.loads(out.with_suffix(".results.json").read_text())["provenance"]
+    meta = results.load_provenance("cpu", "02_table1")
+    assert [(r["notebook"], r["results"]) for r in prov["rows"]] == [("01_data", "1"), ("02_caption_cnn", "2")]
+    assert prov["rows"][1] == {"notebook": "02_caption_cnn", "commit": "aaaaaaaaaa", "profile": "cpu",
+                               "precision": meta["precision"], "threads": meta["threads"], "CPU": meta["cpu"],
+                               "started": meta["started"][:16].replace("T", " "), "run id": "run-1", "results": "2"}
+
+
+def test_a_dirty_tree_or_a_result_without_provenance_is_mixed(runs, tmp_path, monkeypatch):
+    save_as(monkeypatch, "01_data", A, "run-1", "data_caption_stats", dirty=True)
+    with pytest.raises(report.MixedProvenanceError,
+                       match=r"a dirty tree .* for 1 result:\n  01_data: commit aaaaaaaaaa \(dirty\), run run-1, 1 result\n"):
+        report.build("cpu", tmp_path / "report.md", tmp_path / "figs")
+    save_as(monkeypatch, "01_data", A, "run-1", "data_caption_stats")
+    save_as(monkeypatch, "02_caption_cnn", A, "run-1", "02_table1")
+    (runs / "cpu" / "results" / "02_table1.meta.json").unlink()             # saved before sidecars existed
+    with pytest.raises(report.MixedProvenanceError, match=r"no recorded commit for 1 result:(.|\n)*"
+                                                          r"outside a known notebook \(02_table1\): commit unknown"):
+        report.build("cpu", tmp_path / "report.md", tmp_path / "figs")
+
+
+def test_report_cli_refuses_mixed_results_without_the_flag(runs, tmp_path, monkeypatch, capsys):
+    save_as(monkeypatch, "01_data", A, "run-1", "data_caption_stats")
+    save_as(monkeypatch, "02_caption_cnn", B, "run-2", "02_table1")
+    out = tmp_path / "report.md"
+    monkeypatch.setattr("sys.argv", ["mmlib.report", "--profile", "cpu", "--out", str(out)])
+    monkeypatch.setattr(results, "figures_dir", lambda profile: tmp_path / "figures")
+    with pytest.raises(SystemExit, match="not written: .*2 commits"):
+        report.main()
+    monkeypatch.setattr("sys.argv", ["mmlib.report", "--profile", "cpu", "--out", str(out), "--allow-mixed"])
+    report.main()
+    assert "**Mixed provenance" in out.read_text()
+
+
 # ---- the committed report against its snapshot and the notebooks' saved results
 COMMITTED = report.ROOT / "report.md"
 SNAPSHOT = report.snapshot_path("cpu")
@@ -84,5 +162,7 @@ def test_committed_report_matches_the_saved_cpu_results():
     if not saved_dir.is_dir() or not SNAPSHOT.exists():
         pytest.skip(f"no cpu run here ({saved_dir}); CI checks the report against its snapshot only")
     snap = json.loads(SNAPSHOT.read_text())
+    prov = snap.pop(report.PROVENANCE, None)
     differ = [k for k, v in snap.items() if results.load("cpu", k, default=None) != v]
     assert not differ, f"saved cpu results differ from report.md (rebuild the report): {differ[:10]}"
+    assert prov and prov["rows"] == report.provenance("cpu", snap)["rows"], "report.md's provenance table is stale"

@@ -11,6 +11,7 @@ milliseconds instead of 1,000 calls of the metric.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -47,11 +48,16 @@ class Interval:
         return cls(**{k: d[k] for k in ("value", "lo", "hi", "n", "n_boot")})
 
 
+@functools.lru_cache(maxsize=8)
 def weights(n: int, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
-    """(n_boot, n) multiplicities of ``n`` images drawn with replacement ``n`` times, per resample."""
+    """(n_boot, n) multiplicities of ``n`` images drawn with replacement ``n`` times, per resample
+    (read-only; cached, so every statistic of the same images sees the same resamples)."""
     if n < 1:
         raise ValueError("cannot bootstrap an empty sample")
-    return np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    w = np.stack([np.bincount(d, minlength=n) for d in draws]).astype(np.float64)
+    w.flags.writeable = False
+    return w
 
 
 def interval(stat: Callable[[np.ndarray], float], n: int, n_boot: int = N_BOOT, seed: int = 0,

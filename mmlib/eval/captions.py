@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import re
 from pathlib import Path
 
-from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
+import numpy as np
+from nltk.translate.bleu_score import SmoothingFunction, closest_ref_length, corpus_bleu, modified_precision
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
+
+from . import bootstrap
+from .bootstrap import Interval
 
 BLEU_KEYS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4")
 STANDARD_KEYS = (*BLEU_KEYS, "CIDEr-D", "ROUGE-L")
@@ -178,3 +183,55 @@ def ceiling_rows(name: str, val_items: list, captions_file: str | Path) -> list[
     seed = human_ceiling({im: raw[im] for im in refs}, mode="seed")
     std = human_ceiling(refs, mode="standard")
     return [{"references": name, "mode": "seed", **seed}, {"references": name, "mode": "standard", **std}]
+
+
+# ----------------------------------------------------------------------------- intervals
+def seed_bleu_stats(hyps: dict[str, str], refs_raw: dict[str, list[str]]) -> np.ndarray:
+    """Per-image sufficient statistics of the study's BLEU, (N, 10): clipped n-gram matches and
+    hypothesis n-gram counts for n = 1..4, hypothesis length, closest reference length (nltk's
+    ``corpus_bleu`` sums exactly these over images)."""
+    images = _check_keys(hyps, refs_raw)
+    out = np.zeros((len(images), 10))
+    for row, im in zip(out, images):
+        refs, hyp = [r.split() for r in refs_raw[im]], hyps[im].split()
+        for n in range(1, 5):
+            p = modified_precision(refs, hyp, n)
+            row[n - 1], row[3 + n] = p.numerator, p.denominator
+        row[8], row[9] = len(hyp), closest_ref_length(refs, len(hyp))
+    return out
+
+
+def bleu_from_stats(sums: np.ndarray, weights=SEED_WEIGHTS[3]) -> float:
+    """nltk's corpus BLEU (method1 smoothing, x100) from summed :func:`seed_bleu_stats` (10,)."""
+    num, den, hyp_len, ref_len = sums[:4], sums[4:8], sums[8], sums[9]
+    if num[0] == 0:
+        return 0.0
+    bp = 1.0 if hyp_len > ref_len else 0.0 if hyp_len == 0 else math.exp(1 - ref_len / hyp_len)
+    p = [(nu if nu > 0 else 0.1) / de for nu, de in zip(num, den) if de > 0]
+    return 100 * bp * math.exp(math.fsum(w * math.log(x) for w, x in zip(weights, p) if x > 0))
+
+
+def intervals(hyps: dict[str, str], refs_raw: dict[str, list[str]], refs: dict[str, list[str]],
+              n_boot: int = 1000, seed: int = 0) -> dict[str, Interval]:
+    """Seed-mode BLEU-4 and CIDEr-D with bootstrap 95 % intervals (images resampled; CIDEr-D's idf
+    stays that of all scored references, the usual approximation). Same ``seed`` = same resamples for
+    every row scored on the same images, so rows are compared on paired resamples."""
+    stats = seed_bleu_stats(hyps, refs_raw)
+    images = list(hyps)
+    gts = {im: [tokenize(r) for r in refs[im]] for im in images}
+    _, per_image = Cider().compute_score(gts, {im: [tokenize(hyps[im])] for im in images})
+    return {"seed BLEU-4": bootstrap.interval(lambda w: bleu_from_stats(w @ stats), len(images), n_boot, seed),
+            "CIDEr-D": bootstrap.mean_interval(100 * np.asarray(per_image), n_boot, seed)}
+
+
+def matched_to_human(hyps: dict[str, str], refs_raw: dict[str, list[str]], refs: dict[str, list[str]]) -> dict[str, float]:
+    """The model scored like the human ceiling: for k = 0..K-1, against the K-1 references left when
+    the k-th (the held-out human caption) is removed; seed BLEU-4 and CIDEr-D averaged over k."""
+    k_refs = min(len(refs[im]) for im in hyps)
+    out = {"seed BLEU-4": 0.0, "CIDEr-D": 0.0}
+    for k in range(k_refs):
+        drop = {im: r[:k] + r[k + 1:k_refs] for im, r in refs_raw.items() if im in hyps}
+        out["seed BLEU-4"] += seed_scores_from_refs(hyps, drop)["BLEU-4"] / k_refs
+        gts = {im: [tokenize(x) for x in (r[:k] + r[k + 1:k_refs])] for im, r in refs.items() if im in hyps}
+        out["CIDEr-D"] += 100 * Cider().compute_score(gts, {im: [tokenize(hyps[im])] for im in hyps})[0] / k_refs
+    return out
