@@ -48,15 +48,16 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
     "caption_clip": {
         "smoke": dict(image_size=64, n_layer=1, n_head=2, n_embd=32, d_ff=64, dropout=0.0, steps=30,
                       batch_size=32, lr=3e-3, warmup=5, max_len=32, beam=3, all_captions=False,
-                      clip=dict(image_size=64, patch_size=16, vision_width=64, vision_layers=1, text_width=64,
+                      clip=dict(image_size=64, vision_width=64, vision_layers=1, text_width=64,
                                 text_layers=1, heads=2, embed_dim=32, context_length=32, steps=20,
                                 batch_size=32, lr=1e-3, warmup=2)),
         "cpu": dict(image_size=128, n_layer=3, n_head=4, n_embd=256, d_ff=1024, dropout=0.1, steps=600,
                     batch_size=64, lr=1e-3, warmup=50, max_len=32, beam=3, all_captions=False,
-                    # measured 0.48 CPU-s per 64 pairs (1 thread); 16-px patches / width 192 / 4 layers cost 2.0 s
-                    clip=dict(image_size=128, patch_size=32, vision_width=128, vision_layers=3, text_width=128,
-                              text_layers=3, heads=2, embed_dim=128, context_length=24, steps=200,
-                              batch_size=128, lr=2e-3, warmup=20)),
+                    # LiT-style world CLIP: a 2-layer Transformer (width 256) over the frozen CNN's 4×4 grid,
+                    # a 2-layer text Transformer; why these sizes and steps: report/03_caption_clip.md
+                    clip=dict(image_size=128, vision_width=256, vision_layers=2, text_width=256,
+                              text_layers=2, heads=4, embed_dim=256, context_length=24, steps=600,
+                              batch_size=128, lr=1e-3, warmup=30)),
         "paper": dict(image_size=224, n_layer=6, n_head=8, n_embd=512, d_ff=2048, dropout=0.1, steps=4000,
                       batch_size=64, lr=3e-4, warmup=200, max_len=32, beam=3, all_captions=False,
                       clip=dict(model_name="ViT-B-32", pretrained="openai", image_size=224, context_length=77)),

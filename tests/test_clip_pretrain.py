@@ -5,15 +5,19 @@ import torch
 from mmlib import paths
 from mmlib.captioning import clip_pretrain as cp
 from mmlib.captioning import encoders, params
-from mmlib.images import clip_normalize
 
-TINY = cp.WorldCLIPConfig(image_size=32, patch_size=8, vision_width=32, vision_layers=1, text_width=32,
+TINY = cp.WorldCLIPConfig(image_size=64, vision_width=32, vision_layers=1, text_width=32,
                           text_layers=1, heads=2, embed_dim=16, context_length=16)
+
+
+def tiny():
+    torch.manual_seed(0)
+    return cp.build(TINY, "smoke", pretrained_cnn=False)
 
 
 def batch(n=8):
     torch.manual_seed(0)
-    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
+    images = torch.randint(0, 256, (n, 3, 64, 64), dtype=torch.uint8)
     caps = [f"a {c} dog on the {b}" for c, b in zip(["red", "blue", "green", "black", "white", "brown", "pink", "grey"],
                                                       ["grass", "beach", "street", "snow", "road", "floor", "sand", "hill"])][:n]
     toks = cp.tokenize("smoke", caps, TINY.context_length)                   # offline CLIP BPE
@@ -21,21 +25,32 @@ def batch(n=8):
 
 
 @pytest.mark.bf16
-def test_infonce_learns_the_pairs():
-    torch.manual_seed(0)
-    model = cp.build(TINY)
-    images, toks = batch()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+def test_infonce_learns_the_pairs_on_cnn_grid_tokens():
+    model = tiny()
+    _, toks = batch()
+    grid = torch.randn(8, TINY.grid_tokens, TINY.grid_channels)           # cached CNN grid of 8 images
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     first = None
     for _ in range(40):
-        loss, _ = cp.infonce_loss(model, {"image": images, "tokens": toks})
+        loss, _ = cp.infonce_loss(model, {"grid": grid, "tokens": toks})
         first = first or loss.item()
         opt.zero_grad()
         loss.backward()
         opt.step()
     assert loss.item() < 0.3 * first
-    img, txt = cp.embed(model, images, toks[:, 0])
+    img, txt = cp.embed(model, grid, toks[:, 0])
     assert cp.recall_at_k(img, txt, torch.arange(8), ks=(1,))["t2i R@1"] == 100.0
+
+
+def test_identical_captions_are_not_negatives():
+    model = tiny()
+    _, toks = batch(4)
+    toks[2] = toks[0]                                                      # images 0 and 2: the same words
+    grid = torch.randn(4, TINY.grid_tokens, TINY.grid_channels)
+    loss, logs = cp.infonce_loss(model, {"grid": grid, "tokens": toks})
+    assert torch.isfinite(loss) and logs["masked"] == pytest.approx(2 / 4)  # (0, 2) and (2, 0) masked
+    _, logs = cp.infonce_loss(model, {"grid": grid, "tokens": batch(4)[1]})
+    assert logs["masked"] == 0
 
 
 def test_recall_at_k_counts_any_of_the_captions():
@@ -48,7 +63,7 @@ def test_recall_at_k_counts_any_of_the_captions():
 
 def test_save_and_load_world_clip(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "RUNS", tmp_path)
-    model = cp.build(TINY).eval()
+    model = tiny().eval()
     with pytest.raises(FileNotFoundError, match="03_caption_clip"):
         cp.load_world_clip("smoke")
     cp.save_world_clip(model, TINY, "smoke", {"t2i R@1": 1.0})
@@ -56,20 +71,29 @@ def test_save_and_load_world_clip(tmp_path, monkeypatch):
     assert (tmp_path / "smoke" / "03" / "clip" / "model.safetensors").exists()
     assert not any(p.requires_grad for p in loaded.parameters())
     images, toks = batch(2)
-    x = cp.normalize_images(images)
-    assert torch.allclose(model.encode_image(x), loaded.encode_image(x))
-    assert torch.allclose(model.encode_text(toks[:, 0]), loaded.encode_text(toks[:, 0]))
+    x = images.float() / 255
+    assert torch.allclose(model.encode_image(x), loaded.encode_image(x), atol=1e-6)   # the CNN's weights too
+    assert torch.allclose(model.encode_text(toks[:, 0]), loaded.encode_text(toks[:, 0]), atol=1e-5)
 
 
 @pytest.mark.bf16
-def test_vit_tokens_are_the_sequence_behind_the_pooled_embedding():
-    model = cp.build(TINY).eval()
-    enc = encoders.ViTTokens(model.visual, "tiny")
-    images = torch.rand(2, 3, 32, 32)
-    tokens = enc(images)                                                    # (B, 1 + 4×4, width)
-    assert tokens.shape == (2, 17, 32)
-    pooled = model.encode_image(clip_normalize(images))
+def test_grid_tokens_are_the_sequence_behind_the_pooled_embedding():
+    model = tiny().eval()
+    enc = encoders.GridViTTokens(model.visual, "tiny")
+    images = torch.rand(2, 3, 64, 64)
+    tokens = enc(images)                                                    # (B, 1 + 2×2, width)
+    assert tokens.shape == (2, 5, 32)
+    pooled = model.encode_image(images)
     assert torch.allclose(tokens[:, 0] @ model.visual.proj, pooled, atol=1e-5)  # CLS -> CLIP embedding
+    grid = model.visual.grid(images)                                        # the cached path gives the same
+    assert torch.allclose(model.encode_image(grid), pooled, atol=1e-5)
+
+
+def test_the_cnn_stays_frozen_and_in_eval_mode():
+    model = tiny().train()
+    assert not model.visual.cnn.training
+    assert not any(p.requires_grad for p in model.visual.cnn.parameters())
+    assert all(p.requires_grad for n, p in model.visual.named_parameters() if not n.startswith("cnn."))
 
 
 def test_paper_clip_architecture_on_meta_device():

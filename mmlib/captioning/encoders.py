@@ -4,7 +4,8 @@
   (B, C, h, w) flattened to h·w tokens of width C. ResNet-18 at 224 px: 7×7 = 49 tokens × 512
   (paper); EfficientNet-Lite0 at the world's 128 px: 4×4 = 16 tokens × 1280 (cpu).
 - CLIP ViT (row 2): the *whole* output token sequence of the vision transformer after its final
-  LayerNorm, CLS + patches: ViT-B/32 at 224 px gives 1 + 7×7 = 50 tokens × 768 (paper). The
+  LayerNorm, CLS + patches: ViT-B/32 at 224 px gives 1 + 7×7 = 50 tokens × 768 (paper); the world
+  CLIP's image Transformer over the CNN grid gives 1 + 4×4 = 17 tokens × 256 (cpu). The
   study's code fed the decoder only the pooled, projected vector of a ViT-L/14 (one token), which
   leaves the cross-attention nothing to attend over; we follow its text (eq. 1, "the model's
   output is directly a sequence").
@@ -71,17 +72,28 @@ def cnn_encoder(profile: str, pretrained: bool = True) -> GridTokens:
     return GridTokens(pt.cnn(profile, pretrained=pretrained)).eval().requires_grad_(False)
 
 
-def clip_encoder(profile: str, pretrained: str | None = "openai", model_name: str = "ViT-B-32") -> ViTTokens:
+class GridViTTokens(nn.Module):
+    """The world CLIP's image tower -> its full output sequence: images [0, 1] (B, 3, H, W) -> (B, 1+h·w, width)."""
+
+    def __init__(self, visual: nn.Module, name: str):
+        super().__init__()
+        self.visual, self.name = visual, name
+        self.channels = visual.ln_post.normalized_shape[0]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.visual.tokens(images)
+
+
+def clip_encoder(profile: str, pretrained: str | None = "openai", model_name: str = "ViT-B-32") -> nn.Module:
     """Row 2's frozen encoder: open_clip ``ViT-B-32`` with OpenAI weights (paper; downloads once), or
     the small CLIP pretrained on world8k by notebook 03 (smoke/cpu, see ``clip_pretrain``).
     ``pretrained=None`` builds the paper architecture with random weights (tests, meta device)."""
     if profile == "paper":
         model = open_clip.create_model(model_name, pretrained=pretrained)
         name = f"open_clip {model_name} ({pretrained or 'random'})"
-    else:
-        model = load_world_clip(profile)
-        name = "world8k CLIP (pretrained in 03)"
-    return ViTTokens(model.visual, name).eval().requires_grad_(False)
+        return ViTTokens(model.visual, name).eval().requires_grad_(False)
+    model = load_world_clip(profile)
+    return GridViTTokens(model.visual, "world8k CLIP (pretrained in 03)").eval().requires_grad_(False)
 
 
 @torch.no_grad()

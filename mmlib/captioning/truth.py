@@ -1,0 +1,175 @@
+"""Every captioning row scored the same way: BLEU and CIDEr-D with bootstrap intervals, and the facts
+each caption states checked against the true scene (``mmlib.eval.scene_facts``), beside calibration
+rows that show what the numbers mean on world8k.
+
+Calibration rows (computed once, in 02, saved as ``caption_calibration``):
+
+- **constant caption** -- "A dog is running on the grass ." for every image: the floor;
+- **template from the true scene** -- ``scene_facts.template_caption``: every fact stated, all true;
+  the ceiling for attribute F1 (and, on world8k, far above the humans on BLEU: BLEU rewards the
+  most probable phrasing, not true facts);
+- **human references** -- each of the five references scored against the scene (facts), and the
+  leave-one-out human ceiling (BLEU, CIDEr-D): each reference against the other four.
+
+Each notebook adds its own rows: the model, and the two retrieval baselines on its encoder
+(nearest neighbour, Devlin et al.'s consensus). A model row also gets its scores against the same
+four references the held-out human caption is scored against (``matched``), so that "the model
+vs the human ceiling" compares like with like.
+
+Intervals: 1,000 resamples of the validation images, the same resamples for every row
+(``bootstrap.weights`` is seeded), so overlapping intervals mean "not separable on these images".
+"""
+from __future__ import annotations
+
+from .. import data, results
+from ..data.flickr8k import find_layout
+from ..eval import captions as metrics
+from ..eval import scene_facts
+from ..eval.bootstrap import N_BOOT, Interval
+from .retrieval import retrieval_captions
+
+CONSTANT_CAPTION = "A dog is running on the grass ."
+CONSENSUS_K = 10              # neighbours whose 5 captions are the consensus candidates (Devlin et al. use 50-90 on COCO)
+
+
+def has_scenes(split: data.Split) -> bool:
+    return (split.folder / "scenes.jsonl").exists()
+
+
+def val_scenes(split: data.Split) -> list[dict]:
+    return scene_facts.world_scenes(split.folder, [n for n, _ in split.val])
+
+
+def seed_refs(split: data.Split) -> dict[str, list[str]]:
+    raw = metrics.read_seed_refs(find_layout(split.folder)[0])
+    return {n: raw[n] for n, _ in split.val}
+
+
+def score_row(label: str, hyps: dict[str, str], split: data.Split, matched: bool = False,
+              n_boot: int = N_BOOT) -> dict:
+    """One row: seed BLEU-4 and CIDEr-D with intervals (and ``matched`` to the human ceiling's four
+    references), attribute precision / recall / F1 / false-statement share with intervals (world8k
+    only), the number of distinct captions."""
+    raw, refs = seed_refs(split), split.refs("val")
+    row = {"label": label, "n": len(hyps), "distinct": len(set(hyps.values()))}
+    row.update({k: iv.as_dict() for k, iv in metrics.intervals(hyps, raw, refs, n_boot).items()})
+    if matched:
+        row["matched"] = metrics.matched_to_human(hyps, raw, refs)
+    if has_scenes(split):
+        facts = scene_facts.score([hyps[n] for n, _ in split.val], val_scenes(split))
+        row["facts"] = {k: iv.as_dict() for k, iv in facts.intervals(n_boot).items()}
+        row["by_attribute"] = {r["attribute"]: r["f1"] for r in facts.rows()}
+    return row
+
+
+def calibration(split: data.Split, n_boot: int = N_BOOT) -> dict[str, dict]:
+    """The calibration rows (see the module docstring), keyed constant / template / human."""
+    names = [n for n, _ in split.val]
+    out = {"constant": score_row("constant caption (floor)", {n: CONSTANT_CAPTION for n in names}, split, n_boot=n_boot)}
+    if has_scenes(split):
+        scenes = val_scenes(split)
+        template = {n: scene_facts.template_caption(a) for n, a in zip(names, scenes)}
+        out["template"] = score_row("template from the true scene (ceiling)", template, split, n_boot=n_boot)
+    out["human"] = human_row(split, n_boot)
+    return out
+
+
+def human_row(split: data.Split, n_boot: int = N_BOOT) -> dict:
+    """The human references: leave-one-out BLEU-4 / CIDEr-D (each against the other four, averaged
+    over which one is held out) and, on world8k, the facts of all five references of every image."""
+    raw, refs = seed_refs(split), split.refs("val")
+    seed = metrics.human_ceiling(raw, mode="seed")
+    std = metrics.human_ceiling(refs, mode="standard")
+    row = {"label": "human references (leave-one-out)", "n": len(refs),
+           "distinct": len({c for cs in refs.values() for c in cs}),
+           "seed BLEU-4": {"value": seed["BLEU-4"]}, "CIDEr-D": {"value": std["CIDEr-D"]}}
+    if has_scenes(split):
+        scenes = val_scenes(split)
+        k = min(len(cs) for cs in refs.values())
+        caps = [refs[n][j] for n, _ in split.val for j in range(k)]
+        facts = scene_facts.score(caps, [s for s in scenes for _ in range(k)])
+        row["facts"] = {key: iv.as_dict() for key, iv in facts.intervals(n_boot).items()}
+        row["by_attribute"] = {r["attribute"]: r["f1"] for r in facts.rows()}
+    return row
+
+
+def save_rows(profile: str, notebook: str, rows: dict[str, dict]) -> None:
+    """``NN_truth``: the named rows of a notebook (model, retrieval, consensus, ...)."""
+    results.save(profile, f"{notebook}_truth", rows)
+
+
+ORDER = [("caption_calibration", "constant"), ("02_truth", "retrieval"), ("02_truth", "consensus"),
+         ("03_truth", "retrieval"), ("03_truth", "consensus"),
+         ("02_truth", "model"), ("03_truth", "model"), ("04_truth", "model"), ("05_truth", "model"),
+         ("caption_calibration", "human"), ("caption_calibration", "template")]
+
+
+def _fmt(d: dict | None, scale: float = 1.0) -> str | None:
+    """'value [lo, hi]'; undefined values (saved as None, e.g. precision with nothing stated) as None."""
+    if not d or d.get("value") is None:
+        return None
+    if d.get("lo") is None or d.get("hi") is None:
+        return f"{d['value'] * scale:.1f}"
+    return Interval.from_dict(d).fmt(1, scale)
+
+
+def table(profile: str) -> list[dict]:
+    """All saved captioning rows in one table (the report's ground-truth caption table)."""
+    rows = []
+    for key, name in ORDER:
+        r = (results.load(profile, key, default=None) or {}).get(name)
+        if r is None:
+            continue
+        facts = r.get("facts") or {}
+        rows.append({"row": r["label"], "seed BLEU-4": _fmt(r.get("seed BLEU-4")), "CIDEr-D": _fmt(r.get("CIDEr-D")),
+                     "attribute F1": _fmt(facts.get("f1"), 100), "precision": _fmt(facts.get("precision"), 100),
+                     "recall": _fmt(facts.get("recall"), 100),
+                     "captions with a false fact (%)": _fmt(facts.get("false_share"), 100),
+                     "BLEU-4 / CIDEr-D vs the humans' 4 refs": (f"{r['matched']['seed BLEU-4']:.1f} / {r['matched']['CIDEr-D']:.1f}"
+                                                               if r.get("matched") else None),
+                     "distinct captions": r.get("distinct")})
+    return rows
+
+
+def attribute_table(profile: str) -> list[dict]:
+    """Attribute F1 (%) per attribute (rows) for every saved captioning row that has facts (columns)."""
+    cols = []
+    for key, name in ORDER:
+        r = (results.load(profile, key, default=None) or {}).get(name)
+        if r and r.get("by_attribute"):
+            cols.append((r["label"], r["by_attribute"]))
+    if not cols:
+        return []
+    attrs = [a for a in cols[0][1] if a != "all"] + ["all"]
+    return [{"attribute": a, **{label: (None if f.get(a) is None else 100 * f[a]) for label, f in cols}} for a in attrs]
+
+
+def save_tables(profile: str) -> tuple[list[dict], list[dict]]:
+    """Save ``caption_truth_table`` and ``caption_attribute_table`` from the rows saved so far."""
+    t, a = table(profile), attribute_table(profile)
+    if t:
+        results.save_table(profile, "caption_truth_table", t,
+                           note="95 % bootstrap intervals over the validation images in brackets; F1, precision, "
+                                "recall in % of stated / statable facts")
+    if a:
+        results.save_table(profile, "caption_attribute_table", a, formats={c: ".0f" for c in a[0] if c != "attribute"})
+    return t, a
+
+
+def notebook_rows(profile: str, notebook: str, feats, hyps: dict[str, str], label: str,
+                  baselines: bool = True, n_boot: int = N_BOOT) -> dict[str, dict]:
+    """Score a notebook's captions (``model``, matched to the human ceiling) and, with ``baselines``,
+    the nearest-neighbour and consensus retrieval baselines on its encoder's features; saves
+    ``NN_truth`` and refreshes the combined tables. Returns the rows."""
+    split = feats.split
+    rows = {"model": {**score_row(label, hyps, split, matched=True, n_boot=n_boot), "encoder": feats.encoder}}
+    if baselines:
+        names = [n for n, _ in split.val]
+        nn_caps = retrieval_captions(split.train, feats.train, names, feats.val)
+        consensus = retrieval_captions(split.train, feats.train, names, feats.val, consensus_k=CONSENSUS_K)
+        rows["retrieval"] = score_row(f"nearest-neighbour retrieval ({feats.encoder})", nn_caps, split, n_boot=n_boot)
+        rows["consensus"] = score_row(f"consensus retrieval, k = {CONSENSUS_K} ({feats.encoder})", consensus, split,
+                                      n_boot=n_boot)
+    save_rows(profile, notebook, rows)
+    save_tables(profile)
+    return rows
