@@ -60,7 +60,7 @@ THRESHOLD_CHANGES: list[dict[str, str]] = [
      "date": "2026-11-29"},
     {"claim": "2.3", "old": "binomial test whatever the oracle reads",
      "new": "the same test; not testable when the oracle cannot read clothing colour (held-out accuracy not above its "
-            "majority prior by READABLE_MARGIN = 10 points)",
+            "majority prior by READABLE_MARGIN, see below)",
      "why": "added after the cpu results were seen: an oracle at its prior cannot tell a colour-blind generator from one "
             "that follows the colour word",
      "date": "2026-11-29"},
@@ -74,6 +74,14 @@ THRESHOLD_CHANGES: list[dict[str, str]] = [
             "and the mean image is a weaker baseline than the prior",
      "date": "2026-11-29"},
 ]
+
+THRESHOLD_CHANGES.append(
+    {"claim": "2.3, 2.4 (readable attributes)", "old": "READABLE_MARGIN = 0.10 (accuracy above the majority prior)",
+     "new": "READABLE_MARGIN = 0.15",
+     "why": "changed after the oracle was retrained with seeds 0, 1, 2 (no generator scored yet): action sat 8.6–10.9 "
+            "points above its prior, readable or not depending on the seed; at 0.15 every attribute is on the same "
+            "side for all three seeds",
+     "date": "2026-11-29"})
 
 # Margins of the text-to-image verdicts (2.1–2.4), fixed before the cpu run that judges them.
 STYLE_RISE = 0.10            # 2.1: lower bound of the paired interval of the LoRA − base photo-style share
@@ -105,6 +113,7 @@ def _scores(profile: str, nb: str) -> dict | None:
 # lies entirely above B's; it "does not hold" when it lies entirely below or when B is above;
 # overlapping intervals are "not separable". Each claim is judged on seed BLEU-4 and on attribute F1.
 NOT_SEPARABLE = "not separable (intervals overlap)"
+PROBE_MARGIN = 0.01           # C2's precondition: the CLIP's probe macro accuracy ≥ the CNN's + 1 point
 CAPTION_METRICS = {"BLEU": ("seed BLEU-4", 1.0), "F1": ("f1", 100.0)}
 ROW_NOTEBOOK = {1: "02", 2: "03", 3: "04", 4: "05"}
 
@@ -159,9 +168,9 @@ def clip_is_the_better_encoder(profile: str) -> str | None:
     p = _get(profile, "03_probe")
     if p is None:
         return "03's encoder probe not run"
-    if p["clip_macro"] <= p["cnn_macro"]:
+    if p["clip_macro"] < p["cnn_macro"] + PROBE_MARGIN:
         return (f"the world CLIP is not the better encoder: linear-probe macro accuracy "
-                f"{p['clip_macro']:.3f} vs the CNN's {p['cnn_macro']:.3f}")
+                f"{p['clip_macro']:.3f} vs the CNN's {p['cnn_macro']:.3f} (needs +{PROBE_MARGIN:.2f})")
     return None
 
 

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
@@ -43,9 +42,11 @@ from torch import nn
 from .. import ckpt, device, profiles, results, train
 from .. import data as mdata
 from ..data import flickr8k, world
-from ..eval import style, t2i
+from ..eval import frechet, style, t2i
+from ..eval.bootstrap import interval as bootstrap_interval
+from ..eval.bootstrap import mean_interval
 from ..eval.style import StyleConfig
-from ..images import to_signed
+from ..images import to_signed, to_uint8
 from ..nets import n_params
 from ..paths import run_dir
 from .sdxl import (
@@ -199,7 +200,7 @@ class Experiment:
     sample: SampleSettings = field(default_factory=SampleSettings)
     lora_images: float | int = 7000 / 8091   # the first images (file order) LoRA trains on: a count or a share
     captions_per_image: int = 1              # LoRA data: the first caption of each image (the study)
-    n_prompts: int = 200                     # held-out prompts scored before/after
+    n_prompts: int = 200                     # unused: 08 scores the shared prompt sets (t2i.prompt_sets)
     pretrained: str | None = None            # paper: SDXL's hub name (no base pretraining)
     style: StyleConfig = field(default_factory=lambda: StyleConfig(steps=200))   # resolution is set per use
 
@@ -339,48 +340,106 @@ def finetune_lora(profile: str, pipe, base_info: dict, exp: Experiment | None = 
     return save_lora(pipe.unet, fit.train_dir / "lora"), fit
 
 
-def heldout_prompts(profile: str, n: int, exp: Experiment | None = None):
-    """``n`` prompts of the shared T2I evaluation (``t2i.heldout_prompts``) restricted to images LoRA never
-    saw (the val split overlaps the study's first-7,000 LoRA images in its first ~8 %)."""
-    d = study_data(profile, exp)
-    held = set(d.heldout_names)
-    p = t2i.heldout_prompts(profile, n=10 ** 9)   # every val image, captions cycling the five annotators
-    keep = [i for i, im in enumerate(p.images) if im in held]
-    keep = [keep[j] for j in np.linspace(0, len(keep) - 1, min(n, len(keep))).round().astype(int)]
-    return t2i.Prompts([p.images[i] for i in keep], [p.captions[i] for i in keep], [p.stated[i] for i in keep],
-                       p.folder)
+# ----------------------------------------------------------------------------- evaluation
+
+# real image sets of a known style in the style table: the classifier must read them as that style
+REAL_SETS = {"real photo renders": "photo", "real cartoon renders": "cartoon"}
+CONTROLS = {"real cartoons, VAE round trip": "cartoon", "real cartoons, blurred": "cartoon",
+            "real photos, VAE round trip": "photo"}
+BASE, LORA = "base (cartoon prior)", "LoRA weight 1"
 
 
-def style_table(profile: str, exp: Experiment, prompts, sets: dict[str, torch.Tensor], steps: int):
-    """The style table (``sd_lora_style``): for every image set, the calibrated style share, prompt
-    fidelity, background and Fréchet distance to real photos. Returns (rows, oracle, classifier)."""
-    r = exp.model.image_size
+@torch.no_grad()
+def vae_round_trip(pipe, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """uint8 images through the pipeline's first stage: encode (posterior mean), decode, as every
+    generated image is decoded. uint8 (N, 3, H, W) -> uint8 (N, 3, H, W)."""
+    vae = pipe.vae.eval()
+    dev, dtype = next(vae.parameters()).device, next(vae.parameters()).dtype
+    z, _ = encode_latents(vae, images, batch_size)                       # scaled latents (N, 4, h, w)
+    out = [to_uint8(vae.decode((z[i:i + batch_size] / vae.config.scaling_factor).to(dev, dtype)).sample.float().cpu())
+           for i in range(0, len(z), batch_size)]
+    return torch.cat(out)
+
+
+def style_controls(pipe, cartoon: torch.Tensor, photo: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The style classifier's controls (``mmlib.eval.style``): real renders of a known style through the
+    changes a generated image undergoes — the VAE round trip of this pipeline, and a Gaussian blur."""
+    return {"real cartoons, VAE round trip": vae_round_trip(pipe, cartoon),
+            "real cartoons, blurred": style.gaussian_blur(cartoon, style.CONTROL_BLUR),
+            "real photos, VAE round trip": vae_round_trip(pipe, photo)}
+
+
+def style_evaluation(profile: str, exp: Experiment, prompts: t2i.Prompts, sets: dict[str, torch.Tensor], steps: int):
+    """The calibrated style table (``sd_lora_style``) and its numbers (result ``sd_lora_eval``).
+
+    For every image set of ``sets`` (one image per prompt: real renders, the controls of
+    ``style_controls``, the base and the LoRA samples): the share the style classifier reads as photo,
+    prompt fidelity (the shared oracle, macro over readable attributes) and the Fréchet distance to
+    the prompts' real photos (``mmlib.eval.frechet``; for the real photos themselves the floor, a
+    disjoint real set), each with a 95 % bootstrap interval over prompts. Then the classifier's
+    calibration (``style.calibration`` on the real sets and controls) and the paired LoRA − base
+    changes. Returns ``(result, oracle, classifier)``."""
+    r, seed = exp.model.image_size, prompts.seed
     oracle, clf = t2i.oracle(profile, r), style.classifier(profile, r)
-    real_photo = prompts.real_images(r)
-    rows = []
+    truth = {**REAL_SETS, **CONTROLS}
+    real, floor = t2i.real_features(profile, prompts, r)
+    photo, fid, rows = {}, {}, {}
     for name, imgs in sets.items():
-        fid = t2i.prompt_fidelity(oracle, imgs, prompts.stated)
-        rows.append({"images": name, "photo style %": 100 * style.style_share(clf, imgs, "photo"),
-                     "fidelity %": 100 * fid.overall, "background %": 100 * fid.per_attribute.get("background", float("nan")),
-                     "Fréchet to real photos": t2i.frechet_distance(oracle, imgs, real_photo)})
-    note = (f"Profile {profile}: {len(prompts)} held-out prompts (images LoRA never saw), {r} px, {steps} Euler steps, "
-            f"CFG {exp.sample.guidance:g}, the same noise for every row. Style classifier balanced held-out accuracy "
-            f"{100 * clf.accuracy:.1f} %; attribute oracle mean held-out accuracy "
-            f"{100 * sum(oracle.accuracy.values()) / len(oracle.accuracy):.1f} %.")
-    results.save_table(profile, "sd_lora_style", rows, formats={c: ".1f" for c in rows[0] if c.endswith("%")} |
-                       {"Fréchet to real photos": ".2f"}, note=note)
-    return rows, oracle, clf
+        photo[name] = style.photo_indicator(clf, imgs)
+        fid[name] = t2i.prompt_fidelity(oracle, imgs, prompts.stated)
+        own = floor if name == "real photo renders" else frechet.features(imgs)
+        fiv = fid[name].interval(seed)
+        rows[name] = {"style": truth.get(name, "generated"),
+                      "photo_share": mean_interval(photo[name], seed=seed).as_dict(),
+                      "fidelity": fiv.as_dict() if fiv else None,
+                      "frechet": frechet.paired_interval(own, real, seed=seed).as_dict()}
+    controls = {name: (truth[name], float(photo[name].mean() if truth[name] == "photo" else 1 - photo[name].mean()))
+                for name in sets if name in truth}
+    change = fid_change = None
+    if BASE in sets and LORA in sets:
+        d = photo[LORA] - photo[BASE]
+        change = bootstrap_interval(lambda w: float(w @ d / w.sum()), len(d), seed=seed).as_dict()
+        fc = t2i.difference_interval(fid[LORA], fid[BASE], seed)
+        fid_change = fc.as_dict() if fc else None
+    ev = {"classifier": style.calibration(clf.accuracy, controls), "resolution": r, "n_prompts": len(prompts),
+          "seed": seed, "steps": steps, "rows": rows, "base": BASE, "lora": LORA, "photo_share_change": change,
+          "fidelity_change": fid_change, "fidelity_attributes": fid[next(iter(sets))].macro_attributes,
+          "frechet_features": frechet.FEATURES}
+    cell = lambda name, k, scale=100: t2i.fmt(rows[name][k], scale) if name in rows else None  # noqa: E731
+    ev["headline"] = {   # formatted 'value [lo, hi]' under fixed keys, for the report
+        "photo_share_base": cell(BASE, "photo_share"), "photo_share_lora": cell(LORA, "photo_share"),
+        "photo_share_change": t2i.fmt(change), "fidelity_base": cell(BASE, "fidelity"),
+        "fidelity_lora": cell(LORA, "fidelity"), "fidelity_change": t2i.fmt(fid_change),
+        "fidelity_cartoon_ceiling": cell("real cartoon renders", "fidelity"),
+        "fidelity_photo_ceiling": cell("real photo renders", "fidelity"),
+        "frechet_base": cell(BASE, "frechet", 1), "frechet_lora": cell(LORA, "frechet", 1),
+        "frechet_floor": cell("real photo renders", "frechet", 1)}
+    results.save(profile, "sd_lora_eval", ev)
+    cal = ev["classifier"]
+    table = [{"images": name, "true style": v["style"], "photo style % [95 % CI]": t2i.fmt(v["photo_share"]),
+              "fidelity % [95 % CI]": t2i.fmt(v["fidelity"]),
+              "Fréchet to real photos [95 % CI]": t2i.fmt(v["frechet"], 1)} for name, v in rows.items()]
+    note = (f"Profile {profile}: {len(prompts)} held-out prompts (the shared set: images no model trained on), "
+            f"{r} px, {steps} Euler steps, CFG {exp.sample.guidance:g}, the same noise for every generated row. "
+            f"Style classifier: balanced held-out accuracy {100 * clf.accuracy:.1f} %; controls must be read as "
+            f"their true style in >= {100 * style.MIN_CONTROL_SHARE:.0f} % of images "
+            f"(blur sigma {style.CONTROL_BLUR:g} px): "
+            + ("calibrated." if cal["calibrated"] else "NOT calibrated (" + "; ".join(cal["failures"]) + ").")
+            + f" Fidelity: macro over the oracle's readable attributes; Fréchet in {frechet.FEATURES} "
+              "(for the real photos: the floor, a disjoint real set).")
+    results.save_table(profile, "sd_lora_style", table, note=note)
+    return ev, oracle, clf
 
 
-def style_summary(rows: list[dict], accuracy: float) -> dict:
-    """The named numbers of the style table (rows by their ``images`` name: the real renders, the base
-    model and the full adapter) that the report and ``mmlib.claims`` read."""
-    by = {r["images"]: r for r in rows}
-    base, lora = by["base (cartoon prior)"], by["LoRA weight 1"]
-    return {"photo_share_base": base["photo style %"], "photo_share_lora": lora["photo style %"],
-            "fidelity_base": base["fidelity %"], "fidelity_lora": lora["fidelity %"],
-            "fidelity_cartoon_ceiling": by["real cartoon renders"]["fidelity %"],
-            "fidelity_photo_ceiling": by["real photo renders"]["fidelity %"], "style_accuracy": 100 * accuracy}
+def style_summary(ev: dict) -> dict:
+    """The named numbers of the style evaluation (percentages, point estimates) that the report reads."""
+    rows = ev["rows"]
+    pct = lambda name, k: None if not rows.get(name) or rows[name][k] is None else 100 * rows[name][k]["value"]  # noqa: E731
+    return {"photo_share_base": pct(BASE, "photo_share"), "photo_share_lora": pct(LORA, "photo_share"),
+            "fidelity_base": pct(BASE, "fidelity"), "fidelity_lora": pct(LORA, "fidelity"),
+            "fidelity_cartoon_ceiling": pct("real cartoon renders", "fidelity"),
+            "fidelity_photo_ceiling": pct("real photo renders", "fidelity"),
+            "style_accuracy": 100 * ev["classifier"]["accuracy"], "style_calibrated": ev["classifier"]["calibrated"]}
 
 
 # ----------------------------------------------------------------------------- figures

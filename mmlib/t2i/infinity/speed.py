@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from ... import profiles
+from ...eval.t2i import network_evals
 from ...images import to_uint8
 from ...nets import n_params
 from .. import latent_diffusion as ld
@@ -128,7 +129,8 @@ def compare(profile: str, model, tokenizer, sc, batch_size: int = 8, repeats: in
         sample, info = build()
         with torch.no_grad():
             ips = timed(sample, batch_size, repeats, warmup)
-        rows.append({"notebook": nb, **info, "images_per_second": ips, "seconds_per_image": 1 / ips})
+        rows.append({"notebook": nb, **info, "network_evals": network_evals(info["steps"], info["guidance"]),
+                     "images_per_second": ips, "seconds_per_image": 1 / ips})
     speed = {r["notebook"]: r["images_per_second"] for r in rows}
     out = {"rows": rows, "batch_size": batch_size, "repeats": repeats, "threads": torch.get_num_threads(),
            "diffusion_steps_override": diffusion_steps,
@@ -142,10 +144,13 @@ def compare(profile: str, model, tokenizer, sc, batch_size: int = 8, repeats: in
 def table(profile: str, sp: dict, diffusion_steps_override: int | None = None) -> dict:
     """``compare``'s result as the report's speed table (``results.save_table`` arguments)."""
     rows = [{"model": r["model"], "weights": "trained" if r["trained"] else "untrained (same cost)",
-             "network passes": r["steps"], "images/s": r["images_per_second"], "s/image": r["seconds_per_image"]}
+             "steps (or scales)": r["steps"], "CFG": r["guidance"],
+             "network passes / image": r.get("network_evals", network_evals(r["steps"], r["guidance"])),
+             "images/s": r["images_per_second"], "s/image": r["seconds_per_image"]}
             for r in sp["rows"]]
     note = (f"Profile {profile}, batch {sp['batch_size']}, {sp['device']}, {sp['threads']} threads, load average "
             f"{sp['load_average']:.1f} (shared CPU)"
             + (f", diffusion steps cut to {diffusion_steps_override} (smoke)" if diffusion_steps_override else "")
-            + ". Study: ≈3.6× (Infinity-2B vs SDXL, one A6000).")
+            + ". Network passes per image: one per step or scale, two with classifier-free guidance; 07 and 09 add "
+              "one decoder pass. Study: ≈3.6× (Infinity-2B vs SDXL, one A6000).")
     return {"rows": rows, "formats": {"images/s": ".2f", "s/image": ".3f"}, "note": note}
