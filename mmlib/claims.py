@@ -304,6 +304,9 @@ def check(profile: str) -> list[dict[str, str]]:
 def save(profile: str) -> list[dict[str, str]]:
     rows = check(profile)
     results.save_table(profile, "claims", rows, note=f"profile {profile}; verdicts computed from saved results")
+    results.save_table(profile, "threshold_changes",
+                       [{"claim": c["claim"], "old test": c["old"], "new test": c["new"], "why": c["why"], "date": c["date"]}
+                        for c in THRESHOLD_CHANGES], note="thresholds changed after a result was seen")
     return rows
 
 

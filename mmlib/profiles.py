@@ -56,7 +56,7 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
                     # LiT-style world CLIP: a 2-layer Transformer (width 256) over the frozen CNN's 4×4 grid,
                     # a 2-layer text Transformer; why these sizes and steps: report/03_caption_clip.md
                     clip=dict(image_size=128, vision_width=256, vision_layers=2, text_width=256,
-                              text_layers=2, heads=4, embed_dim=256, context_length=24, steps=600,
+                              text_layers=2, heads=4, embed_dim=256, context_length=24, steps=1200,
                               batch_size=128, lr=1e-3, warmup=30)),
         "paper": dict(image_size=224, n_layer=6, n_head=8, n_embd=512, d_ff=2048, dropout=0.1, steps=4000,
                       batch_size=64, lr=3e-4, warmup=200, max_len=32, beam=3, all_captions=False,

@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from open_clip.model import CLIP
+from open_clip.transformer import Transformer
 
 from .. import ckpt, data, device, paths, pretrained, profiles, train
 from ..images import clip_normalize
@@ -104,9 +105,7 @@ class GridViT(nn.Module):
         self.inp = nn.Sequential(nn.LayerNorm(cfg.grid_channels), nn.Linear(cfg.grid_channels, w))
         self.cls = nn.Parameter(torch.zeros(1, 1, w))
         self.pos = nn.Parameter(torch.randn(1, 1 + cfg.grid_tokens, w) * 0.02)
-        layer = nn.TransformerEncoderLayer(w, cfg.heads, 4 * w, dropout=0.0, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.transformer = nn.TransformerEncoder(layer, cfg.vision_layers, enable_nested_tensor=False)
+        self.transformer = Transformer(w, cfg.vision_layers, cfg.heads)   # open_clip's pre-LN blocks, as in its ViT
         self.ln_post = nn.LayerNorm(w)
         self.proj = nn.Parameter(torch.randn(w, cfg.embed_dim) * w ** -0.5)
 
@@ -203,6 +202,15 @@ def pooled_features(model, grid: torch.Tensor, batch_size: int = 512) -> torch.T
     with device.autocast(next(model.parameters()).device):
         return torch.cat([model.visual.head(device.as_compute(grid[i:i + batch_size]))[:, 0].float()
                           for i in range(0, len(grid), batch_size)])
+
+
+@torch.no_grad()
+def clip_tokens_from_grid(visual: GridViT, grid: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """The image tower's output sequence (N, 1 + h·w, width), float16, from cached CNN grid tokens."""
+    visual.eval()
+    with device.autocast(visual.pos.device):
+        parts = [visual.head(device.as_compute(grid[i:i + batch_size])).float().half() for i in range(0, len(grid), batch_size)]
+    return torch.cat(parts)       # outside autocast: it would refuse to concatenate fp16 under bf16
 
 
 def recall_at_k(img: torch.Tensor, txt: torch.Tensor, txt_image: torch.Tensor, ks=(1, 5, 10)) -> dict[str, float]:

@@ -14,12 +14,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .. import data, paths, profiles, results, train
+from .. import ckpt, data, device, paths, profiles, results, train
 from ..data.flickr8k import find_layout
 from ..eval import captions as metrics
 from ..nets import count_parameters
 from . import decoding, encoders
-from .clip_pretrain import HubCLIPSettings, WorldCLIPSettings, clip_dir
+from .clip_pretrain import HubCLIPSettings, WorldCLIPSettings, clip_dir, clip_tokens_from_grid
 from .retrieval import retrieval_captions
 from .vocab import Vocab
 from .xattn import XAttnCaptioner, XAttnConfig
@@ -84,7 +84,12 @@ def image_encoder(profile: str, kind: str):
 
 
 def features(profile: str, kind: str) -> Features:
-    """Frozen-encoder tokens of every train and val image, computed once (cached on disk)."""
+    """Frozen-encoder tokens of every train and val image, computed once (cached on disk).
+
+    The world CLIP (``kind="clip"`` in smoke/cpu) is the CNN of ``kind="cnn"`` plus a Transformer, so
+    its tokens are computed from the CNN grid cached by notebook 02: no image is encoded twice."""
+    if kind == "clip" and profile != "paper":
+        return _world_clip_features(profile)
     s = settings(profile, kind)
     split = data.load(profile)
     names = [n for n, _ in split.train] + [n for n, _ in split.val]
@@ -96,6 +101,20 @@ def features(profile: str, kind: str) -> Features:
                                                cache, key, batch_size=64)
     n = len(split.train)
     return Features(split, tokens[:n], tokens[n:], enc.name, count_parameters(enc)[0], seconds, key)
+
+
+def _world_clip_features(profile: str) -> Features:
+    cnn = features(profile, "cnn")
+    enc, fingerprint = image_encoder(profile, "clip")
+    key = {**fingerprint, "grid": cnn.key}
+    grid = torch.cat([cnn.train, cnn.val])
+    t0 = time.perf_counter()
+    found, hit = ckpt.cached(paths.run_dir(profile, "03") / "features" / f"features-{ckpt.config_key({**key, 'precision': device.precision()})}.safetensors",
+                             lambda: {"tokens": clip_tokens_from_grid(enc.visual, grid)}, {**key, "precision": device.precision()})
+    seconds = 0.0 if hit else time.perf_counter() - t0 + cnn.seconds
+    n = len(cnn.split.train)
+    tokens = found["tokens"]
+    return Features(cnn.split, tokens[:n], tokens[n:], enc.name, count_parameters(enc)[0], seconds, key)
 
 
 def build_vocab(split: data.Split, all_captions: bool) -> Vocab:

@@ -153,6 +153,9 @@ def save_tables(profile: str) -> tuple[list[dict], list[dict]]:
                                 "recall in % of stated / statable facts")
     if a:
         results.save_table(profile, "caption_attribute_table", a, formats={c: ".0f" for c in a[0] if c != "attribute"})
+    tg = targets(profile)
+    if tg:
+        results.save(profile, "caption_targets", tg)
     return t, a
 
 
@@ -173,3 +176,34 @@ def notebook_rows(profile: str, notebook: str, feats, hyps: dict[str, str], labe
     save_rows(profile, notebook, rows)
     save_tables(profile)
     return rows
+
+
+TARGET_F1_SHARE = 0.9         # the best captioner's attribute F1 >= 0.9 × the template ceiling's (fixed before the run)
+BASELINE_NOTEBOOK = {"02": "02", "03": "03", "04": "03", "05": "03"}   # whose retrieval baselines a row is held to
+
+
+def targets(profile: str) -> dict | None:
+    """The section's targets on the saved rows: the best model F1 against 0.9 × the template's, and
+    every model row above the constant caption and both retrieval baselines of its encoder with
+    non-overlapping intervals (seed BLEU-4 and attribute F1). {"text", "f1_share", "missed"}."""
+    cal = results.load(profile, "caption_calibration", default=None)
+    models = {nb: (results.load(profile, f"{nb}_truth", default=None) or {}).get("model") for nb in BASELINE_NOTEBOOK}
+    models = {nb: r for nb, r in models.items() if r and r.get("facts")}
+    if not cal or "template" not in cal or not models:
+        return None
+    ceiling = cal["template"]["facts"]["f1"]["value"]
+    best_nb, best = max(models.items(), key=lambda kv: kv[1]["facts"]["f1"]["value"])
+    share = best["facts"]["f1"]["value"] / ceiling
+    missed = []
+    for nb, r in models.items():
+        base = results.load(profile, f"{BASELINE_NOTEBOOK[nb]}_truth", default={}) or {}
+        others = [("constant caption", cal["constant"])] + [(k, base[k]) for k in ("retrieval", "consensus") if k in base]
+        for name, o in others:
+            for metric, get in (("seed BLEU-4", lambda x: x["seed BLEU-4"]), ("attribute F1", lambda x: x["facts"]["f1"])):
+                if not Interval.from_dict(get(r)).above(Interval.from_dict(get(o))):
+                    missed.append(f"{nb} vs {name} on {metric}")
+    f1_text = (f"best attribute F1 ({best_nb}) {100 * best['facts']['f1']['value']:.1f} = {share:.2f} of the template "
+               f"ceiling's {100 * ceiling:.1f} (target ≥ {TARGET_F1_SHARE}: {'met' if share >= TARGET_F1_SHARE else 'missed by %.2f' % (TARGET_F1_SHARE - share)})")
+    beat_text = ("every model row is above the constant caption and its encoder's retrieval baselines on both metrics"
+                 if not missed else f"{len(missed)} comparisons not clearly won: " + "; ".join(missed))
+    return {"text": f"{f1_text}; {beat_text}.", "f1_share": share, "missed": missed}
