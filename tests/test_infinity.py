@@ -1,6 +1,5 @@
 """Invariants of the Infinity re-implementation (mmlib/t2i/infinity): quantizer, scales, mask, head,
 self-correction, sampling, training resume. Tiny sizes; runs in seconds on 2 cores."""
-import math
 
 import pytest
 import torch
@@ -24,7 +23,6 @@ from mmlib.t2i.infinity.transformer import (
     TransformerConfig,
     block_causal_mask,
     block_levels,
-    flatten_bits,
     head_cost,
 )
 

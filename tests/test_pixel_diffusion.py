@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmlib import device, images, profiles, train
+from mmlib import device, profiles, train
 from mmlib.t2i import diffusion
 from mmlib.t2i import pixel_diffusion as pd
 

@@ -1,11 +1,9 @@
 """08 — tiny SDXL-architecture pipeline + LoRA: runs end to end, LoRA is a pure add-on, only adapter weights are saved."""
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from mmlib import ckpt, train
-from mmlib.eval import style
 from mmlib.t2i import sdxl
 from mmlib.t2i import sdxl_lora as S
 
@@ -106,17 +104,6 @@ def test_fit_trains_only_lora_resumes_exactly_and_saves_only_lora(tmp_path):
     sdxl.set_lora_scale(fresh, 0.0, "photo")
     fresh.unload_lora_weights()
     assert torch.equal(sdxl.generate(fresh, PROMPTS, FAST, seed=5), sdxl.generate(tiny_pipe(), PROMPTS, FAST, seed=5))
-
-
-def test_style_classifier_separates_real_styles(tmp_path):
-    from mmlib.data import world
-    scenes = [world.example(7, i)[0] for i in range(96)]
-    r = {s: torch.from_numpy(np.stack([world.render(sc, s, 64) for sc in scenes])).permute(0, 3, 1, 2).contiguous()
-         for s in style.STYLES}
-    cfg = style.StyleConfig(resolution=16, width=8, steps=150, batch_size=32, lr=5e-3)
-    model, _ = style.fit_classifier(r["cartoon"][:64], r["photo"][:64], cfg, tmp_path, {"t": 1})
-    assert style.heldout_accuracy(model, r["cartoon"][64:], r["photo"][64:]) >= 0.9
-    assert style.style_share(model, r["photo"][64:]) > 0.8 > 0.2 > style.style_share(model, r["cartoon"][64:])
 
 
 def test_paper_loader_reads_a_saved_pipeline(tmp_path):
