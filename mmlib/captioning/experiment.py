@@ -104,13 +104,16 @@ def features(profile: str, kind: str) -> Features:
 
 
 def _world_clip_features(profile: str) -> Features:
+    """The world CLIP's tokens from notebook 02's cached CNN grid (its image tower is that CNN plus a
+    Transformer), cached in ``runs/<profile>/03/features/``."""
     cnn = features(profile, "cnn")
     enc, fingerprint = image_encoder(profile, "clip")
     key = {**fingerprint, "grid": cnn.key}
-    grid = torch.cat([cnn.train, cnn.val])
+    cache_key = {**key, "precision": device.precision()}
+    path = paths.run_dir(profile, "03") / "features" / f"features-{ckpt.config_key(cache_key)}.safetensors"
     t0 = time.perf_counter()
-    found, hit = ckpt.cached(paths.run_dir(profile, "03") / "features" / f"features-{ckpt.config_key({**key, 'precision': device.precision()})}.safetensors",
-                             lambda: {"tokens": clip_tokens_from_grid(enc.visual, grid)}, {**key, "precision": device.precision()})
+    found, hit = ckpt.cached(path, lambda: {"tokens": clip_tokens_from_grid(enc.visual, torch.cat([cnn.train, cnn.val]))},
+                             cache_key)
     seconds = 0.0 if hit else time.perf_counter() - t0 + cnn.seconds
     n = len(cnn.split.train)
     tokens = found["tokens"]
