@@ -195,22 +195,26 @@ def embed(model, images: torch.Tensor, tokens: torch.Tensor, batch_size: int = 2
 
 
 @torch.no_grad()
-def pooled_features(model, grid: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """The image tower's representation before the projection (CLS after ``ln_post``), (N, width):
-    what the linear probe reads (as CLIP's probes read the pre-projection features)."""
-    model.eval()
-    with device.autocast(next(model.parameters()).device):
-        return torch.cat([model.visual.head(device.as_compute(grid[i:i + batch_size]))[:, 0].float()
-                          for i in range(0, len(grid), batch_size)])
-
-
-@torch.no_grad()
-def clip_tokens_from_grid(visual: GridViT, grid: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """The image tower's output sequence (N, 1 + h·w, width), float16, from cached CNN grid tokens."""
+def head_outputs(visual: GridViT, grid: torch.Tensor, cls_only: bool = False, dtype=torch.float32,
+                 batch_size: int = 512) -> torch.Tensor:
+    """The image tower's output sequence (N, 1 + h·w, width), or its CLS alone (N, width), from
+    cached CNN grid tokens, in batches under the project's autocast, returned in ``dtype``."""
     visual.eval()
     with device.autocast(visual.pos.device):
-        parts = [visual.head(device.as_compute(grid[i:i + batch_size])).float().half() for i in range(0, len(grid), batch_size)]
+        parts = [visual.head(device.as_compute(grid[i:i + batch_size])) for i in range(0, len(grid), batch_size)]
+        parts = [(p[:, 0] if cls_only else p).float().to(dtype) for p in parts]
     return torch.cat(parts)       # outside autocast: it would refuse to concatenate fp16 under bf16
+
+
+def pooled_features(model, grid: torch.Tensor) -> torch.Tensor:
+    """The image tower's representation before the projection (CLS after ``ln_post``), (N, width):
+    what the linear probe reads (as CLIP's probes read the pre-projection features)."""
+    return head_outputs(model.visual, grid, cls_only=True)
+
+
+def clip_tokens_from_grid(visual: GridViT, grid: torch.Tensor) -> torch.Tensor:
+    """The image tower's output sequence (N, 1 + h·w, width), float16 (a feature cache's dtype)."""
+    return head_outputs(visual, grid, dtype=torch.float16)
 
 
 def recall_at_k(img: torch.Tensor, txt: torch.Tensor, txt_image: torch.Tensor, ks=(1, 5, 10)) -> dict[str, float]:

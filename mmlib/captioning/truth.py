@@ -21,11 +21,14 @@ Intervals: 1,000 resamples of the validation images, the same resamples for ever
 """
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
+
 from .. import data, results
-from ..data.flickr8k import find_layout
 from ..eval import captions as metrics
 from ..eval import scene_facts
 from ..eval.bootstrap import N_BOOT, Interval
+from .experiment import ceiling, retrieval_baseline, seed_refs
 from .retrieval import retrieval_captions
 
 CONSTANT_CAPTION = "A dog is running on the grass ."
@@ -36,13 +39,21 @@ def has_scenes(split: data.Split) -> bool:
     return (split.folder / "scenes.jsonl").exists()
 
 
+@lru_cache(maxsize=2)
+def _scenes(folder: Path, names: tuple[str, ...]) -> list[dict]:
+    return scene_facts.world_scenes(folder, names)
+
+
 def val_scenes(split: data.Split) -> list[dict]:
-    return scene_facts.world_scenes(split.folder, [n for n, _ in split.val])
+    """The scene attributes of the validation images (``scenes.jsonl`` read once per split)."""
+    return _scenes(split.folder, tuple(n for n, _ in split.val))
 
 
-def seed_refs(split: data.Split) -> dict[str, list[str]]:
-    raw = metrics.read_seed_refs(find_layout(split.folder)[0])
-    return {n: raw[n] for n, _ in split.val}
+def _facts(captions: list[str], scenes: list[dict], n_boot: int) -> dict:
+    """The fact fields of a row: micro precision / recall / F1 / false share with intervals, F1 per attribute."""
+    facts = scene_facts.score(captions, scenes)
+    return {"facts": {k: iv.as_dict() for k, iv in facts.intervals(n_boot).items()},
+            "by_attribute": {r["attribute"]: r["f1"] for r in facts.rows()}}
 
 
 def score_row(label: str, hyps: dict[str, str], split: data.Split, matched: bool = False,
@@ -56,40 +67,34 @@ def score_row(label: str, hyps: dict[str, str], split: data.Split, matched: bool
     if matched:
         row["matched"] = metrics.matched_to_human(hyps, raw, refs)
     if has_scenes(split):
-        facts = scene_facts.score([hyps[n] for n, _ in split.val], val_scenes(split))
-        row["facts"] = {k: iv.as_dict() for k, iv in facts.intervals(n_boot).items()}
-        row["by_attribute"] = {r["attribute"]: r["f1"] for r in facts.rows()}
+        row.update(_facts([hyps[n] for n, _ in split.val], val_scenes(split), n_boot))
     return row
 
 
-def calibration(split: data.Split, n_boot: int = N_BOOT) -> dict[str, dict]:
-    """The calibration rows (see the module docstring), keyed constant / template / human."""
+def calibration(split: data.Split, human_ceiling: dict | None = None, n_boot: int = N_BOOT) -> dict[str, dict]:
+    """The calibration rows (see the module docstring), keyed constant / template / human;
+    ``human_ceiling``: ``experiment.ceiling(split)`` when the caller already has it."""
     names = [n for n, _ in split.val]
     out = {"constant": score_row("constant caption (floor)", {n: CONSTANT_CAPTION for n in names}, split, n_boot=n_boot)}
     if has_scenes(split):
-        scenes = val_scenes(split)
-        template = {n: scene_facts.template_caption(a) for n, a in zip(names, scenes)}
+        template = {n: scene_facts.template_caption(a) for n, a in zip(names, val_scenes(split))}
         out["template"] = score_row("template from the true scene (ceiling)", template, split, n_boot=n_boot)
-    out["human"] = human_row(split, n_boot)
+    out["human"] = human_row(split, human_ceiling or ceiling(split), n_boot)
     return out
 
 
-def human_row(split: data.Split, n_boot: int = N_BOOT) -> dict:
-    """The human references: leave-one-out BLEU-4 / CIDEr-D (each against the other four, averaged
-    over which one is held out) and, on world8k, the facts of all five references of every image."""
-    raw, refs = seed_refs(split), split.refs("val")
-    seed = metrics.human_ceiling(raw, mode="seed")
-    std = metrics.human_ceiling(refs, mode="standard")
+def human_row(split: data.Split, human_ceiling: dict, n_boot: int = N_BOOT) -> dict:
+    """The human references: the leave-one-out BLEU-4 / CIDEr-D of ``human_ceiling`` (each reference
+    against the other four, averaged over which one is held out) and, on world8k, the facts of all
+    five references of every image."""
+    refs = split.refs("val")
     row = {"label": "human references (leave-one-out)", "n": len(refs),
            "distinct": len({c for cs in refs.values() for c in cs}),
-           "seed BLEU-4": {"value": seed["BLEU-4"]}, "CIDEr-D": {"value": std["CIDEr-D"]}}
+           "seed BLEU-4": {"value": human_ceiling["seed BLEU-4"]}, "CIDEr-D": {"value": human_ceiling["CIDEr-D"]}}
     if has_scenes(split):
-        scenes = val_scenes(split)
         k = min(len(cs) for cs in refs.values())
         caps = [refs[n][j] for n, _ in split.val for j in range(k)]
-        facts = scene_facts.score(caps, [s for s in scenes for _ in range(k)])
-        row["facts"] = {key: iv.as_dict() for key, iv in facts.intervals(n_boot).items()}
-        row["by_attribute"] = {r["attribute"]: r["f1"] for r in facts.rows()}
+        row.update(_facts(caps, [s for s in val_scenes(split) for _ in range(k)], n_boot))
     return row
 
 
@@ -160,17 +165,18 @@ def save_tables(profile: str) -> tuple[list[dict], list[dict]]:
 
 
 def notebook_rows(profile: str, notebook: str, feats, hyps: dict[str, str], label: str,
-                  baselines: bool = True, n_boot: int = N_BOOT) -> dict[str, dict]:
+                  baselines: bool = True, retrieved: dict[str, str] | None = None,
+                  n_boot: int = N_BOOT) -> dict[str, dict]:
     """Score a notebook's captions (``model``, matched to the human ceiling) and, with ``baselines``,
-    the nearest-neighbour and consensus retrieval baselines on its encoder's features; saves
-    ``NN_truth`` and refreshes the combined tables. Returns the rows."""
+    the nearest-neighbour (``retrieved``, when the notebook already has them) and consensus retrieval
+    baselines on its encoder's features; saves ``NN_truth`` and refreshes the combined tables."""
     split = feats.split
     rows = {"model": {**score_row(label, hyps, split, matched=True, n_boot=n_boot), "encoder": feats.encoder}}
     if baselines:
         names = [n for n, _ in split.val]
-        nn_caps = retrieval_captions(split.train, feats.train, names, feats.val)
+        nearest = retrieved or retrieval_baseline(feats)
         consensus = retrieval_captions(split.train, feats.train, names, feats.val, consensus_k=CONSENSUS_K)
-        rows["retrieval"] = score_row(f"nearest-neighbour retrieval ({feats.encoder})", nn_caps, split, n_boot=n_boot)
+        rows["retrieval"] = score_row(f"nearest-neighbour retrieval ({feats.encoder})", nearest, split, n_boot=n_boot)
         rows["consensus"] = score_row(f"consensus retrieval, k = {CONSENSUS_K} ({feats.encoder})", consensus, split,
                                       n_boot=n_boot)
     save_rows(profile, notebook, rows)
