@@ -117,3 +117,21 @@ def test_paper_parameter_counts_on_meta():
     assert sum(p.numel() for p in encoder.parameters()) == 11_176_512       # ResNet-18 conv layers
     assert decoder.cfg.n_layer == 6 and decoder.cfg.n_embd == 512
     assert next(decoder.parameters()).device.type == "meta"
+
+
+def test_extra_scenes_come_from_another_world_seed_and_never_repeat_a_split_image():
+    import dataclasses
+
+    from mmlib import profiles
+    from mmlib.captioning import experiment
+    s = profiles.get("smoke").caption_clip.clip
+    feats = experiment.features("smoke", "cnn")
+    grid, toks, key = cp.extra_pairs("smoke", s, feats, s.context_length)
+    assert s.extra_scenes > 0 and key["n"] == s.extra_scenes
+    assert grid.shape == (s.extra_scenes, *feats.train.shape[1:])          # same CNN, same size as 02's grid
+    assert toks.shape == (s.extra_scenes, 5, s.context_length)
+    split = torch.cat([feats.train, feats.val]).flatten(1).float()
+    assert torch.cdist(grid.flatten(1).float(), split).min() > 0            # no train or val image among them
+    with pytest.raises(ValueError, match="validation"):
+        cp.extra_pairs("smoke", dataclasses.replace(s, extra_seed=profiles.get("smoke").data.seed), feats,
+                       s.context_length)

@@ -39,6 +39,7 @@ from open_clip.model import CLIP
 from open_clip.transformer import Transformer
 
 from .. import ckpt, data, device, paths, pretrained, profiles, train
+from ..data import world
 from ..images import clip_normalize
 from ..results import atomic_write_text
 
@@ -76,6 +77,8 @@ class WorldCLIPSettings:
     lr: float
     warmup: int = 0
     seed: int = 0
+    extra_scenes: int = 0       # further world scenes (rendered with ``extra_seed``) added to the training pairs
+    extra_seed: int = 1         # world seed of those scenes; the captioning split is seed 0, so no val image is used
 
     def model_config(self) -> WorldCLIPConfig:
         return WorldCLIPConfig(**{f: getattr(self, f) for f in WorldCLIPConfig.__dataclass_fields__ if hasattr(self, f)})
@@ -271,6 +274,10 @@ def pretrain(profile: str, cnn_feats=None, retrain: bool = False, progress: bool
     model = build(cfg, profile)
     model.visual.cnn.requires_grad_(False)
     grid = cnn_feats.train                                                        # (N, h·w, C) fp16
+    extra_key = None
+    if settings.extra_scenes:
+        extra_grid, extra_tokens, extra_key = extra_pairs(profile, settings, cnn_feats, cfg.context_length)
+        grid, tokens = torch.cat([grid, extra_grid]), torch.cat([tokens, extra_tokens])
 
     def loss_fn(m, batch):   # gathers the batch's CNN grid from the cache
         return infonce_loss(m, {"grid": device.as_compute(grid[batch["idx"]]), "tokens": batch["tokens"]})
@@ -278,9 +285,11 @@ def pretrain(profile: str, cnn_feats=None, retrain: bool = False, progress: bool
     tcfg = train.TrainConfig(steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
                              weight_decay=0.1, betas=(0.9, 0.98), warmup=settings.warmup, log_every=10)
     run_dir = paths.run_dir(profile, "03") / "clip_train"
-    fit = train.fit(model, loss_fn, {"idx": torch.arange(len(split.train)), "tokens": tokens}, tcfg, run_dir,
-                    key={"clip": asdict(cfg), "features": cnn_feats.key, "n": len(split.train)}, progress=progress,
-                    restart=retrain)
+    key = {"clip": asdict(cfg), "features": cnn_feats.key, "n": len(split.train)}
+    if extra_key is not None:
+        key["extra"] = extra_key
+    fit = train.fit(model, loss_fn, {"idx": torch.arange(len(grid)), "tokens": tokens}, tcfg, run_dir,
+                    key=key, progress=progress, restart=retrain)
     model.eval().requires_grad_(False)
     metrics = evaluate(model, profile, split, cnn_feats.val, cfg.context_length)
     previous = clip_dir(profile) / "metrics.json"
@@ -291,6 +300,31 @@ def pretrain(profile: str, cnn_feats=None, retrain: bool = False, progress: bool
                    final_loss=fit.history[-1]["loss"] if fit.history else None)
     save_world_clip(model, cfg, profile, metrics)
     return {"model": model, "config": cfg, "metrics": metrics, "fit": fit}
+
+
+def extra_pairs(profile: str, settings: WorldCLIPSettings, cnn_feats, context_length: int
+                ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The CNN grid (M, h·w, C) and BPE tokens (M, 5, L) of ``settings.extra_scenes`` further world
+    scenes, our stand-in for CLIP's web-scale pairs: rendered like world8k but from world seed
+    ``extra_seed`` (world8k's split is seed 0: the validation images are never among them), encoded by
+    the same frozen CNN at the same size as notebook 02's grid and cached; plus their cache key."""
+    from . import encoders                                  # both import this module: resolved at call time
+    from .experiment import image_encoder, settings as caption_settings
+    if settings.extra_seed == profiles.get(profile).data.seed:
+        raise ValueError(f"caption_clip.clip.extra_seed {settings.extra_seed} is the captioning split's own world "
+                         f"seed: the extra scenes would repeat its (validation) images; choose another seed")
+    folder = world.ensure(settings.extra_scenes, profiles.get(profile).data.image_size, seed=settings.extra_seed)
+    captions = data.flickr8k.load_folder(folder, expect_images=settings.extra_scenes, check_images="exists")
+    names = sorted(captions)
+    size = caption_settings(profile, "cnn").image_size
+    enc, fingerprint = image_encoder(profile, "cnn")
+    key = {**fingerprint, "folder": folder.name, "size": size, "n": len(names)}
+    grid, _ = encoders.cached_features(enc, lambda: data.images(folder, names, size),
+                                       paths.run_dir(profile, "03") / "extra_features", key)
+    if grid.shape[1:] != cnn_feats.train.shape[1:]:
+        raise ValueError(f"extra scenes' grid {tuple(grid.shape[1:])} != notebook 02's {tuple(cnn_feats.train.shape[1:])}")
+    tokens = tokenize(profile, [c for n in names for c in captions[n][:5]], context_length)
+    return grid, tokens.view(len(names), 5, context_length), key
 
 
 def evaluate(model, profile: str, split, val_images: torch.Tensor, context_length: int) -> dict[str, float]:
