@@ -73,15 +73,13 @@ THRESHOLD_CHANGES: list[dict[str, str]] = [
             "and ball colour, second subject) inflated the micro average (every generated image was read as count 1), "
             "and the mean image is a weaker baseline than the prior",
      "date": "2026-11-29"},
-]
-
-THRESHOLD_CHANGES.append(
     {"claim": "2.3, 2.4 (readable attributes)", "old": "READABLE_MARGIN = 0.10 (accuracy above the majority prior)",
      "new": "READABLE_MARGIN = 0.15",
      "why": "changed after the oracle was retrained with seeds 0, 1, 2 (no generator scored yet): action sat 8.6–10.9 "
             "points above its prior, readable or not depending on the seed; at 0.15 every attribute is on the same "
             "side for all three seeds",
-     "date": "2026-11-29"})
+     "date": "2026-11-29"},
+]
 
 # Margins of the text-to-image verdicts (2.1–2.4), fixed before the cpu run that judges them.
 STYLE_RISE = 0.10            # 2.1: lower bound of the paired interval of the LoRA − base photo-style share
@@ -223,8 +221,7 @@ def infinity_speed(profile: str) -> tuple[str, bool | None | NotTestable]:
     if not s or s.get("ratio_vs_06") is None:
         return "09 speed comparison not run", None
     ratios = {nb: s[f"ratio_vs_{nb}"] for nb in ("06", "07") if s.get(f"ratio_vs_{nb}")}
-    passes = {r["notebook"]: r.get("network_evals", r["steps"] * (2 if r.get("guidance") not in (None, 0, 1) else 1))
-              for r in s["rows"]}                                  # one per step or scale, two with CFG
+    passes = {r["notebook"]: r["network_evals"] for r in s["rows"]}   # one per step or scale, two with CFG
     lo, hi = STUDY_SPEEDUP / SPEEDUP_FACTOR, STUDY_SPEEDUP * SPEEDUP_FACTOR
     text = (", ".join(f"{r:.1f}× vs {nb}" for nb, r in ratios.items())
             + f" (batch {s['batch_size']}, {s['device']}; network passes per image: "

@@ -188,7 +188,7 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
             finetune=dict(steps=3, batch_size=8, lr=1e-3),
             lora=dict(rank=4), style=dict(steps=8, batch_size=32, width=8),
             sample=dict(steps=3, guidance=5.0, batch_size=16, original_size=64),
-            lora_images=7000 / 8091, captions_per_image=1, n_prompts=8),
+            lora_images=7000 / 8091, captions_per_image=1),
         "cpu": dict(   # widths (32, 64, 64): a base step at (64, 128, 128) cost 0.87 s on 2 cores, 4x the budget
             model=dict(image_size=32, vae_channels=[16, 32], unet_channels=[32, 64, 64],
                        head_dim=32, text_width=64, text_layers=3, projection_dim=64, time_embed_dim=16,
@@ -198,7 +198,7 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
             finetune=dict(steps=300, batch_size=32, lr=1e-3, warmup=20),
             lora=dict(rank=8), style=dict(steps=200, batch_size=128, width=16),
             sample=dict(steps=20, guidance=5.0, batch_size=64, original_size=128),
-            lora_images=7000 / 8091, captions_per_image=1, n_prompts=200),
+            lora_images=7000 / 8091, captions_per_image=1),
         "paper": dict(
             pretrained="stabilityai/stable-diffusion-xl-base-1.0",
             model=dict(image_size=512),                     # --resolution 512 --center_crop --random_flip
@@ -206,7 +206,7 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
                           ckpt_every=100, seed=1337, mixed_precision="bf16", flip=0.5, caption_dropout=0.0),
             lora=dict(rank=128),                            # lora_alpha = rank, to_q/k/v/out.0
             sample=dict(steps=100, guidance=5.0, batch_size=8),   # SDXL's native 1024 px
-            lora_images=7000, captions_per_image=1, n_prompts=1091),
+            lora_images=7000, captions_per_image=1),
     },
     # 09 — Infinity: bitwise multi-scale autoregression
     # tokenizer: bitwise conv VAE (BSQ, d bits/token, scales r_1..r_K); transformer: next-scale AR;

@@ -121,10 +121,16 @@ def cached_features(encoder: nn.Module, images_fn, cache_dir: Path, key: dict[st
     that determines the features (encoder, its weights, image names, size). Returns the tokens
     (N, T, C) float16 and the seconds spent computing them (0.0 when read from the cache).
     """
-    key = {**key, "precision": device.precision()}     # encoded under autocast: never reused across precisions
+    return cached_tokens(cache_dir, key, lambda: encode(encoder, images_fn(), batch_size, size))
+
+
+def cached_tokens(cache_dir: Path, key: dict[str, Any], compute) -> tuple[torch.Tensor, float]:
+    """``compute()`` (a float16 token tensor) cached as ``features-<key>.safetensors`` in ``cache_dir``,
+    keyed by ``key`` and the precision; returns the tokens and the seconds spent (0.0 on a cache hit)."""
+    key = {**key, "precision": device.precision()}     # computed under autocast: never reused across precisions
     t0 = time.perf_counter()
     found, hit = ckpt.cached(Path(cache_dir) / f"features-{ckpt.config_key(key)}.safetensors",
-                             lambda: {"tokens": encode(encoder, images_fn(), batch_size, size)}, key)
+                             lambda: {"tokens": compute()}, key)
     return found["tokens"], 0.0 if hit else time.perf_counter() - t0
 
 

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .. import ckpt, data, device, paths, profiles, results, train
+from .. import data, paths, profiles, results, train
 from ..data.flickr8k import find_layout
 from ..eval import captions as metrics
 from ..nets import count_parameters
@@ -109,14 +109,10 @@ def _world_clip_features(profile: str) -> Features:
     cnn = features(profile, "cnn")
     enc, fingerprint = image_encoder(profile, "clip")
     key = {**fingerprint, "grid": cnn.key}
-    cache_key = {**key, "precision": device.precision()}
-    path = paths.run_dir(profile, "03") / "features" / f"features-{ckpt.config_key(cache_key)}.safetensors"
-    t0 = time.perf_counter()
-    found, hit = ckpt.cached(path, lambda: {"tokens": clip_tokens_from_grid(enc.visual, torch.cat([cnn.train, cnn.val]))},
-                             cache_key)
-    seconds = 0.0 if hit else time.perf_counter() - t0 + cnn.seconds
+    tokens, seconds = encoders.cached_tokens(paths.run_dir(profile, "03") / "features", key,
+                                             lambda: clip_tokens_from_grid(enc.visual, torch.cat([cnn.train, cnn.val])))
+    seconds = seconds and seconds + cnn.seconds         # a cache hit costs nothing
     n = len(cnn.split.train)
-    tokens = found["tokens"]
     return Features(cnn.split, tokens[:n], tokens[n:], enc.name, count_parameters(enc)[0], seconds, key)
 
 

@@ -296,14 +296,6 @@ def fit_oracle(x: torch.Tensor, y: torch.Tensor, names: list[str], cfg: OracleCo
     return model.eval().requires_grad_(False), fit
 
 
-def heldout_accuracy(model: AttributeOracle, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Per-attribute accuracy on real renders ``x`` with labels ``y`` (entries -100 are skipped);
-    ``calibrate`` adds the majority prior and readability."""
-    pred = predict(model, x)
-    return {a: float((pred[:, i] == y[:, i])[y[:, i] >= 0].float().mean())
-            for i, a in enumerate(model.names) if (y[:, i] >= 0).any()}
-
-
 @torch.no_grad()
 def _forward(model: AttributeOracle, images: torch.Tensor, fn, batch_size: int = 256) -> torch.Tensor:
     model.eval()

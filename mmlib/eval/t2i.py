@@ -70,7 +70,6 @@ from .oracle import (  # noqa: F401
     calibrate,
     encode_labels,
     fit_oracle,
-    heldout_accuracy,
     oracle,
     predict,
     read_scenes,

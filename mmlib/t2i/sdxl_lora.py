@@ -200,7 +200,6 @@ class Experiment:
     sample: SampleSettings = field(default_factory=SampleSettings)
     lora_images: float | int = 7000 / 8091   # the first images (file order) LoRA trains on: a count or a share
     captions_per_image: int = 1              # LoRA data: the first caption of each image (the study)
-    n_prompts: int = 200                     # unused: 08 scores the shared prompt sets (t2i.prompt_sets)
     pretrained: str | None = None            # paper: SDXL's hub name (no base pretraining)
     style: StyleConfig = field(default_factory=lambda: StyleConfig(steps=200))   # resolution is set per use
 

@@ -145,7 +145,7 @@ def table(profile: str, sp: dict, diffusion_steps_override: int | None = None) -
     """``compare``'s result as the report's speed table (``results.save_table`` arguments)."""
     rows = [{"model": r["model"], "weights": "trained" if r["trained"] else "untrained (same cost)",
              "steps (or scales)": r["steps"], "CFG": r["guidance"],
-             "network passes / image": r.get("network_evals", network_evals(r["steps"], r["guidance"])),
+             "network passes / image": r["network_evals"],
              "images/s": r["images_per_second"], "s/image": r["seconds_per_image"]}
             for r in sp["rows"]]
     note = (f"Profile {profile}, batch {sp['batch_size']}, {sp['device']}, {sp['threads']} threads, load average "
