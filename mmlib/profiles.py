@@ -66,19 +66,46 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
     # 04 — Q-former from scratch, captions through its [DEC] text branch
     "qformer": {
         "smoke": dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, num_queries=4,
-                      cross_attention_freq=2, embed_dim=32, max_text_len=20, dropout=0.1, init="scratch",
+                      cross_attention_freq=2, embed_dim=32, max_text_len=20, dropout=0.1, init="scratch", text_pool="cls", text_layers=None,
                       vocab_subset=True, captions_per_image=1, beam=2, max_len=16, n_val=24, n_figure=6,
                       train=dict(steps=12, batch_size=8, lr=1e-3, warmup=2, weight_decay=0.05, seed=0, log_every=2)),
         # small BERT (4×128) from scratch, 8 queries over the 03 CLIP's tokens. One step = 3 passes
         # (ITC, ITM on 3B pairs, ITG): ≈1 CPU-second per batch of 32 in fp32 on an AVX2 core (measured)
         "cpu": dict(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, num_queries=8,
-                    cross_attention_freq=2, embed_dim=128, max_text_len=24, dropout=0.1, init="scratch",
+                    cross_attention_freq=2, embed_dim=128, max_text_len=24, dropout=0.1, init="scratch", text_pool="cls", text_layers=None,
                     vocab_subset=True, captions_per_image=1, beam=3, max_len=22, n_val=None, n_figure=6,
                     train=dict(steps=600, batch_size=32, lr=1e-3, warmup=60, weight_decay=0.05, seed=0, log_every=10)),
         # BLIP-2 sizes: BERT-base layers, 32 queries over EVA ViT-g/14; "trained from scratch" (the study's row 3)
         "paper": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, num_queries=32,
-                      cross_attention_freq=2, embed_dim=256, max_text_len=32, dropout=0.1, init="scratch",
+                      cross_attention_freq=2, embed_dim=256, max_text_len=32, dropout=0.1, init="scratch", text_pool="cls", text_layers=None,
                       vocab_subset=False, captions_per_image=1, beam=3, max_len=30, n_val=None, n_figure=6,
+                      train=dict(steps=10000, batch_size=64, lr=1e-4, warmup=1000, weight_decay=0.05, seed=0,
+                                 log_every=50)),
+    },
+    # 04 — row 4's stage 1: a *pretrained* Q-former (BLIP-2 initialises its Q-former from BERT-base and
+    # pretrains it with ITC + ITM + ITG). cpu: MiniLM's first 2 of 6 layers (width 384, 12 heads; the
+    # DistilBERT-style truncation), cross-attention in both, pretrained on world8k by 04 and reused by 05.
+    # ITC embeds the text by MiniLM's own mean pooling (its [CLS] state was never trained as a sentence
+    # vector: with it, 200 steps left ITC near chance).
+    # 2 layers: one step costs ≈ 2× the 4×128 scratch model's in bf16 (≈ 3× in fp32), all 6 layers ≈ 5.5× /
+    # 8.5× (measured on AVX512-BF16, batch 32); why: report/05_qformer_llm.md
+    "qformer_pretrained": {
+        "smoke": dict(hidden_size=384, num_layers=1, num_heads=12, intermediate_size=1536, num_queries=4,
+                      cross_attention_freq=1, embed_dim=32, max_text_len=20, dropout=0.1, init="text_encoder",
+                      text_pool="mean", text_layers=1, vocab_subset=True, captions_per_image=1, beam=2, max_len=16, n_val=24,
+                      n_figure=6,
+                      train=dict(steps=12, batch_size=8, lr=1e-4, warmup=2, weight_decay=0.05, seed=0, log_every=2)),
+        "cpu": dict(hidden_size=384, num_layers=2, num_heads=12, intermediate_size=1536, num_queries=8,
+                    cross_attention_freq=1, embed_dim=128, max_text_len=24, dropout=0.1, init="text_encoder",
+                    text_pool="mean", text_layers=2, vocab_subset=True, captions_per_image=1, beam=3, max_len=22, n_val=None,
+                    n_figure=6,
+                    train=dict(steps=300, batch_size=32, lr=1e-3, warmup=30, weight_decay=0.05, seed=0, log_every=10)),
+        # paper: row 4 reads Salesforce's pretrained Q-former (qformer_llm.qformer); this section is the
+        # recipe to pretrain one yourself: BERT-base, all 12 layers, as BLIP-2
+        "paper": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, num_queries=32,
+                      cross_attention_freq=2, embed_dim=256, max_text_len=32, dropout=0.1, init="text_encoder",
+                      text_pool="cls", text_layers=None, vocab_subset=False, captions_per_image=1, beam=3, max_len=30, n_val=None,
+                      n_figure=6,
                       train=dict(steps=10000, batch_size=64, lr=1e-4, warmup=1000, weight_decay=0.05, seed=0,
                                  log_every=50)),
     },
@@ -86,18 +113,20 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
     "qformer_llm": {
         # smoke: a tiny random Llama (word-level tokenizer over the captions) saved locally stands in
         "smoke": dict(qformer="04", llm="tiny", max_caption_tokens=20, num_beams=2, max_new_tokens=16,
-                      repetition_penalty=1.2, n_val=16, n_figure=6,
-                      train=dict(steps=8, batch_size=8, lr=1e-3, warmup=2, weight_decay=0.05, seed=0, log_every=2)),
+                      repetition_penalty=1.2, n_val=16, n_figure=6, n_val_loss=8,
+                      train=dict(steps=8, batch_size=8, lr=1e-3, warmup=2, weight_decay=0.05, seed=0, log_every=2,
+                                 eval_every=4, patience=2)),
         # cpu: stage-1 Q-former from 04 + frozen SmolLM2-135M-Instruct (fwd+bwd of a batch of 16 in fp32 on an
         # AVX2-only CPU: 7.5 s on 1 core, 3.9 s on 2; why 250 steps at lr 2e-3: report/05_qformer_llm.md)
         "cpu": dict(qformer="04", llm="causal_lm", max_caption_tokens=20, num_beams=3, max_new_tokens=20,
-                    repetition_penalty=1.2, n_val=None, n_figure=6,
-                    train=dict(steps=250, batch_size=16, lr=2e-3, warmup=25, weight_decay=0.05, seed=0, log_every=10)),
+                    repetition_penalty=1.2, n_val=None, n_figure=6, n_val_loss=128,
+                    train=dict(steps=250, batch_size=16, lr=2e-3, warmup=25, weight_decay=0.05, seed=0, log_every=10,
+                               eval_every=25, patience=3)),
         # paper: Salesforce's pretrained BLIP-2 Q-former + frozen TinyLlama-1.1B-Chat
         "paper": dict(qformer="Salesforce/blip2-opt-2.7b", llm="causal_lm", max_caption_tokens=32, num_beams=5,
-                      max_new_tokens=30, repetition_penalty=1.2, n_val=None, n_figure=6,
+                      max_new_tokens=30, repetition_penalty=1.2, n_val=None, n_figure=6, n_val_loss=512,
                       train=dict(steps=5000, batch_size=32, lr=1e-4, warmup=500, weight_decay=0.05, seed=0,
-                                 log_every=50)),
+                                 log_every=50, eval_every=250, patience=4)),
     },
     # shared text-to-image evaluation: attribute oracle, fidelity, Fréchet distance
     # (oracle = small CNN per judged resolution; paper has no scene records, so no oracle there)
@@ -247,6 +276,7 @@ SETTINGS: dict[str, str] = {
     "caption_cnn": "mmlib.captioning.experiment:CaptionSettings",
     "caption_clip": "mmlib.captioning.experiment:CaptionSettings",
     "qformer": "mmlib.captioning.blip2_experiment:QFormerSettings",
+    "qformer_pretrained": "mmlib.captioning.blip2_experiment:QFormerSettings",
     "qformer_llm": "mmlib.captioning.llm_experiment:QFormerLLMSettings",
     "t2i_eval": "mmlib.eval.oracle:T2IEvalSettings",
     "pixel_diffusion": "mmlib.t2i.pixel_diffusion:PixelDiffusionSettings",

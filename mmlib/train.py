@@ -13,6 +13,13 @@ Checkpoints live in ``out_dir/train-<hash>/``, the hash of the training config (
 precision), and ``key``: a checkpoint made under another config or precision is never picked up; a
 finished run is reloaded instead of retrained, unless ``restart=True``.
 
+Early stopping (``cfg.eval_every`` > 0 and a ``val_loss`` function): every ``eval_every`` steps the
+validation loss is measured (eval mode, no grad, the run's precision) and a checkpoint written; the
+weights with the lowest validation loss so far go to ``best.safetensors``; after ``cfg.patience``
+evaluations without an improvement of more than ``cfg.min_delta`` the run ends there, and the model
+returned holds the best weights. The validation curve lives in ``val.json``, so a resumed run makes
+the same decisions as an uninterrupted one, and a stopped run is reloaded, not continued.
+
 The ``Accelerator`` is always made with ``mixed_precision="no"`` and autocast is entered through
 ``mmlib.device.autocast``: accelerate keeps one process-wide state, and a second ``Accelerator``
 with another mixed precision in the same kernel raises (``AcceleratorState has already been
@@ -55,6 +62,9 @@ class TrainConfig:
     mixed_precision: str = "auto"   # auto: mmlib.device.precision() (MMLIB_PRECISION) | bf16 | no (fp32)
     ema: float | None = None        # EMA decay of the trainable weights, e.g. 0.995
     log_every: int = 10
+    eval_every: int = 0             # early stopping: validation loss every k steps (0: off)
+    patience: int = 0               # stop after this many evaluations without improvement (0: never stop)
+    min_delta: float = 0.0          # an improvement must lower the validation loss by more than this
 
 
 @dataclass
@@ -68,6 +78,9 @@ class FitResult:
     ema: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     train_seconds: float | None = None  # THE training time: wall time of the whole run, summed over the calls
                                         # that trained it, also when reloaded (None: checkpoint predates timing)
+    val_history: list[dict[str, float]] = field(default_factory=list)   # [{"step", "val_loss"}] (early stopping)
+    best_step: int | None = None        # step of the weights returned when early stopping is on
+    stopped_early: bool = False         # the patience ran out before cfg.steps
 
     @property
     def cached(self) -> bool:
@@ -152,6 +165,7 @@ def fit(
     stop_after: int | None = None,
     progress: bool = True,
     restart: bool = False,
+    val_loss: Callable[[torch.nn.Module], float] | None = None,
 ) -> FitResult:
     """Train ``model`` in place; returns the loss history and where the checkpoints are.
 
@@ -159,7 +173,8 @@ def fit(
     ``key`` is everything that defines the run besides ``cfg`` (model config, data config); its
     hash names the checkpoint folder. ``stop_after`` ends the call early after that many steps
     (with a checkpoint), which the tests use to simulate an interruption. ``restart=True`` deletes
-    this config's checkpoints first and trains from step 0.
+    this config's checkpoints first and trains from step 0. ``val_loss(model)`` (the model in eval
+    mode, under no_grad and the run's autocast) turns on early stopping when ``cfg.eval_every`` > 0.
     """
     precision = resolve_precision(cfg.mixed_precision)
     full_key = _full_key(cfg, key)
@@ -199,9 +214,16 @@ def fit(
             ema = state["ema"]
         step = resumed_from = int(state["step"])
         history = [h for h in json.loads((train_dir / "history.json").read_text()) if h["step"] <= step]
+    early = bool(cfg.eval_every) and val_loss is not None
+    val_file, best_file = train_dir / "val.json", train_dir / "best.safetensors"
+    val_history = [v for v in json.loads(val_file.read_text()) if v["step"] <= step] if early and val_file.exists() else []
+    best_step, bad = patience_state(val_history, cfg.min_delta)
     timing = json.loads(timing_file.read_text()) if timing_file.exists() else None
     before = timing["seconds"] if timing and timing["step"] == step else (0.0 if step == 0 else None)
     elapsed = {"seconds": before}
+
+    def out_of_patience() -> bool:
+        return early and cfg.patience > 0 and bad >= cfg.patience
 
     def checkpoint(at: int) -> None:
         own = accelerator.unwrap_model(model)
@@ -212,6 +234,8 @@ def fit(
             state["ema"] = ema
         if accelerator.is_main_process:
             atomic_write_text(train_dir / "history.json", json.dumps(history))
+            if early:
+                atomic_write_text(val_file, json.dumps(val_history))
             if before is not None:
                 elapsed["seconds"] = before + time.perf_counter() - t0
                 atomic_write_text(timing_file, json.dumps({"step": at, **elapsed}))
@@ -220,6 +244,8 @@ def fit(
 
     n = data_len(data)
     t0, end = time.perf_counter(), cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
+    if out_of_patience():
+        end = step                                  # a run that stopped early is reloaded, not continued
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or step >= end, mininterval=2.0,
                desc=train_dir.parent.name, leave=False)
@@ -248,13 +274,46 @@ def fit(
                             **{k: float(v) for k, v in logs.items()}})
             bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
         bar.update(1)
-        if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end:
+        evaluated = early and (step % cfg.eval_every == 0 or step == cfg.steps)
+        if evaluated:
+            model.eval()
+            with torch.no_grad(), autocast():
+                v = float(val_loss(accelerator.unwrap_model(model)))
+            model.train()
+            if not math.isfinite(v):
+                raise FloatingPointError(f"validation loss {v} at step {step} ({train_dir})")
+            val_history.append({"step": step, "val_loss": v})
+            best_step, bad = patience_state(val_history, cfg.min_delta)
+            if best_step == step and accelerator.is_main_process:
+                ckpt.save_weights(best_file, ckpt.trainable_state(accelerator.unwrap_model(model)), {"step": step})
+            if out_of_patience():
+                end = step
+        if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or evaluated or step == end:
             checkpoint(step)
     bar.close()
     model.eval()
+    if early and best_step is not None:              # return the weights with the lowest validation loss
+        best = ckpt.load_weights(best_file, expect_config={"step": best_step})
+        with torch.no_grad():
+            for n_, p in accelerator.unwrap_model(model).named_parameters():
+                if n_ in best:
+                    p.copy_(best[n_])
     call_seconds = time.perf_counter() - t0 if resumed_from != step else 0.0
     return FitResult(history=history, steps=step, call_seconds=call_seconds, resumed_from=resumed_from, train_dir=train_dir,
-                     mixed_precision=precision, ema=ema, train_seconds=elapsed["seconds"])
+                     mixed_precision=precision, ema=ema, train_seconds=elapsed["seconds"],
+                     val_history=val_history, best_step=best_step if early else None, stopped_early=out_of_patience())
+
+
+def patience_state(val_history: list[dict[str, float]], min_delta: float = 0.0) -> tuple[int | None, int]:
+    """(step of the lowest validation loss, evaluations since the last improvement) of a validation
+    curve ``[{"step", "val_loss"}]``; an improvement must beat the best so far by more than ``min_delta``."""
+    best_step, best, bad = None, math.inf, 0
+    for v in val_history:
+        if v["val_loss"] < best - min_delta:
+            best_step, best, bad = v["step"], v["val_loss"], 0
+        else:
+            bad += 1
+    return best_step, bad
 
 
 def load_ema(model: torch.nn.Module, ema: dict[str, torch.Tensor]) -> None:

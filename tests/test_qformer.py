@@ -122,6 +122,44 @@ def test_text_branch_matches_reference_bert_after_init(tmp_path):
     assert torch.allclose(got[mask], want[mask], atol=1e-5)
 
 
+def test_init_from_the_first_layers_of_a_deeper_encoder_is_that_truncated_encoder(tmp_path):
+    """Row 4's Q-former copies the first k layers (DistilBERT-style): its text-only pass equals the
+    encoder's hidden state after layer k."""
+    codec, _, ids, mask = setup(tmp_path)
+    torch.manual_seed(1)
+    bert = BertModel(BertConfig(vocab_size=len(codec.tokenizer), hidden_size=32, num_hidden_layers=3,
+                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=12,
+                                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).eval()
+    torch.manual_seed(0)
+    m = QFormer(QFormerConfig(vocab_size=codec.vocab_size, hidden_size=32, num_layers=1, num_heads=2,
+                              intermediate_size=64, num_queries=4, cross_attention_freq=1, d_image=12,
+                              embed_dim=16, max_text_len=12, dropout=0.0, pad_id=codec.pad_id,
+                              cls_id=codec.cls_id, eos_id=codec.eos_id)).eval()
+    init_from_text_encoder(m, bert, codec)
+    raw = codec.tokenizer(CAPTIONS, max_length=12, truncation=True, padding="max_length", return_tensors="pt")
+    states = bert(input_ids=raw["input_ids"], attention_mask=raw["attention_mask"], output_hidden_states=True).hidden_states
+    got = m.text_only(ids, mask)
+    assert torch.allclose(got[mask], states[1][mask], atol=1e-5)
+    assert not torch.allclose(got[mask], states[3][mask], atol=1e-3)
+
+
+def test_mean_pooled_text_embedding_is_the_masked_mean_and_ignores_padding(tmp_path):
+    """text_pool="mean" (row 4's MiniLM-initialised Q-former: the sentence encoder's own pooling) embeds
+    the masked mean of the text states; "cls" the first state."""
+    codec = TextCodec.build(tokenizer(tmp_path), CAPTIONS)
+    ids, mask = codec.encode(CAPTIONS, 9)
+    longer, longer_mask = codec.encode(CAPTIONS, 12)               # the same captions with more padding
+    assert longer_mask.sum() == mask.sum()                          # nothing was cut at 9
+    m = tiny(codec, text_pool="mean")
+    h = m.text_only(ids, mask)
+    want = torch.nn.functional.normalize(m.text_proj((h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)), dim=-1)
+    assert torch.allclose(m.text_embeds(ids, mask), want, atol=1e-6)
+    assert torch.allclose(m.text_embeds(longer, longer_mask), want, atol=1e-5)
+    cls = tiny(codec)
+    assert torch.allclose(cls.text_embeds(ids, mask),
+                          torch.nn.functional.normalize(cls.text_proj(cls.text_only(ids, mask)[:, 0]), dim=-1))
+
+
 @pytest.mark.bf16
 def test_tiny_overfit_captions_through_dec_and_stops_at_eos(tmp_path):
     codec, m, ids, mask = setup(tmp_path)

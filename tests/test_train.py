@@ -108,3 +108,64 @@ def test_batches_are_a_function_of_step():
     assert torch.equal(a, train.batch_indices(50, 8, 13, seed=3))
     epoch = torch.cat([train.batch_indices(50, 8, s, seed=3) for s in range(6)])
     assert len(set(epoch.tolist())) == 48  # one epoch visits distinct images
+
+
+# ----------------------------------------------------------------------------- early stopping
+def wrong_labels_val(data):
+    """A validation loss that rises as the model learns: the training inputs with every label moved by one."""
+    x, y = data["x"][:32], (data["y"][:32] + 1) % 3
+
+    def val_loss(model):
+        assert not model.training and not torch.is_grad_enabled()
+        return nn.functional.cross_entropy(model(x), y).item()
+    return val_loss
+
+
+ES = train.TrainConfig(steps=60, batch_size=8, lr=1e-2, warmup=0, eval_every=4, patience=2, log_every=1)
+
+
+def test_patience_state_counts_evaluations_since_the_best():
+    curve = [{"step": s, "val_loss": v} for s, v in ((4, 3.0), (8, 2.0), (12, 2.5), (16, 2.1))]
+    assert train.patience_state(curve) == (8, 2)
+    assert train.patience_state(curve[:2], min_delta=1.5) == (4, 1)   # 2.0 is not 1.5 below 3.0
+    assert train.patience_state([]) == (None, 0)
+
+
+def test_early_stopping_ends_after_patience_and_returns_the_best_weights(tmp_path):
+    model, data = make()
+    val = wrong_labels_val(data)
+    r = train.fit(model, loss_fn, data, ES, tmp_path, key={"m": 1}, progress=False, val_loss=val)
+    losses = [v["val_loss"] for v in r.val_history]
+    best = min(range(len(losses)), key=losses.__getitem__)
+    assert r.stopped_early and r.steps < ES.steps
+    assert r.best_step == r.val_history[best]["step"] and r.steps == r.best_step + ES.patience * ES.eval_every
+    model.eval()
+    bf16 = train.resolve_precision(ES.mixed_precision) == "bf16"
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):   # as fit measured it
+        assert val(model) == losses[best]                           # the model holds the best weights
+    again, _ = make(seed=3)
+    r2 = train.fit(again, loss_fn, data, ES, tmp_path, key={"m": 1}, progress=False, val_loss=val)
+    assert r2.cached and r2.steps == r.steps and r2.val_history == r.val_history   # reloaded, not continued
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), again.parameters()))
+
+
+def test_early_stopping_resume_equals_uninterrupted(tmp_path):
+    model_a, data = make()
+    val = wrong_labels_val(data)
+    ra = train.fit(model_a, loss_fn, data, ES, tmp_path / "a", key={"m": 1}, progress=False, val_loss=val)
+    model_b, _ = make()
+    first = train.fit(model_b, loss_fn, data, ES, tmp_path / "b", key={"m": 1}, progress=False, val_loss=val,
+                      stop_after=5)
+    assert first.steps == 5 and not first.stopped_early
+    model_c, _ = make(seed=7)
+    rb = train.fit(model_c, loss_fn, data, ES, tmp_path / "b", key={"m": 1}, progress=False, val_loss=val)
+    assert rb.resumed_from == 5 and rb.steps == ra.steps and rb.val_history == ra.val_history
+    assert rb.best_step == ra.best_step and rb.stopped_early
+    assert all(torch.equal(p, q) for p, q in zip(model_a.parameters(), model_c.parameters()))
+
+
+def test_without_patience_the_run_goes_to_its_last_step(tmp_path):
+    model, data = make()
+    cfg = train.TrainConfig(**{**ES.__dict__, "steps": 12, "patience": 0})
+    r = train.fit(model, loss_fn, data, cfg, tmp_path, key={"m": 1}, progress=False, val_loss=wrong_labels_val(data))
+    assert r.steps == 12 and not r.stopped_early and [v["step"] for v in r.val_history] == [4, 8, 12]

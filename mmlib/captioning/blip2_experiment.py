@@ -34,6 +34,8 @@ class QFormerSettings:
     max_text_len: int                # caption tokens
     dropout: float
     init: str                        # "scratch" (the study's row 3) or "text_encoder" (BLIP-2's BERT init)
+    text_pool: str                   # ITC's text embedding: "cls" (BLIP-2) or "mean" (MiniLM's sentence pooling)
+    text_layers: int | None          # init "text_encoder": copy the encoder's first k layers (None: all)
     vocab_subset: bool               # keep only the word pieces of the training captions
     captions_per_image: int          # 1: the study's single-annotation strategy
     train: TrainConfig               # train.fit's run: steps, batch, lr, warm-up, weight decay, seed (also the init's)
@@ -74,21 +76,31 @@ def captions_per_image(items: list, n: int) -> tuple[list[int], list[str]]:
     return idx, caps
 
 
-def build(profile: str, feats) -> tuple[QFormer, TextCodec, dict, dict]:
-    """Model, codec, training tensors and checkpoint key of stage 1 for a profile (used by 04, and by
-    05 to reload 04's trained Q-former from its checkpoint)."""
-    p = profiles.get(profile).qformer
+STAGE1 = {"qformer": "row 3: Q-former from scratch", "qformer_pretrained": "row 4: pretrained Q-former"}
+
+
+def build(profile: str, feats, section: str = "qformer") -> tuple[QFormer, TextCodec, dict, dict]:
+    """Model, codec, training tensors and checkpoint key of one stage-1 Q-former (profile section
+    ``qformer``: row 3's, from scratch; ``qformer_pretrained``: row 4's, from the text encoder's
+    weights); used by 04, and by 05 to reload 04's pretrained Q-former from its checkpoint."""
+    if section not in STAGE1:
+        raise ValueError(f"stage-1 section must be one of {sorted(STAGE1)}, not {section!r}")
+    p = getattr(profiles.get(profile), section)
     split = feats.split
     tok, bert = pretrained.text_encoder(profile)
     idx, caps = captions_per_image(split.train, p.captions_per_image)
     codec = TextCodec.build(tok, caps, subset=p.vocab_subset)
     sizes = dict(hidden_size=p.hidden_size, num_layers=p.num_layers, num_heads=p.num_heads,
                  intermediate_size=p.intermediate_size)
-    if p.init == "text_encoder":   # the encoder's own widths (MiniLM 384×6 in cpu, BERT-base in paper)
+    if p.init == "text_encoder":   # the encoder's own widths (MiniLM 384 in cpu, BERT-base in paper), its first k layers
         c = bert.config
-        sizes = dict(hidden_size=c.hidden_size, num_layers=c.num_hidden_layers, num_heads=c.num_attention_heads,
+        k = p.text_layers or c.num_hidden_layers
+        if not 1 <= k <= c.num_hidden_layers:
+            raise ValueError(f"profiles.{section}[{profile!r}].text_layers={k}: the text encoder has "
+                             f"{c.num_hidden_layers} layers")
+        sizes = dict(hidden_size=c.hidden_size, num_layers=k, num_heads=c.num_attention_heads,
                      intermediate_size=c.intermediate_size)
-    cfg = QFormerConfig(vocab_size=codec.vocab_size, **sizes, num_queries=p.num_queries,
+    cfg = QFormerConfig(vocab_size=codec.vocab_size, **sizes, num_queries=p.num_queries, text_pool=p.text_pool,
                         cross_attention_freq=p.cross_attention_freq, d_image=feats.train.size(-1),
                         embed_dim=p.embed_dim, max_text_len=p.max_text_len, dropout=p.dropout,
                         pad_id=codec.pad_id, cls_id=codec.cls_id, eos_id=codec.eos_id, dec_id=codec.dec_id)
@@ -98,13 +110,13 @@ def build(profile: str, feats) -> tuple[QFormer, TextCodec, dict, dict]:
         init_from_text_encoder(model, bert, codec)
     ids, mask = codec.encode(caps, p.max_text_len)
     tensors = {"ids": ids, "mask": mask, "image_id": torch.tensor(idx)}
-    key = {"model": cfg.to_dict(), "init": p.init, "captions_per_image": p.captions_per_image,
+    key = {"model": cfg.to_dict(), "init": p.init, "text_layers": p.text_layers, "captions_per_image": p.captions_per_image,
            "n_train": len(split.train), "features": feats.key}
     return model, codec, tensors, key
 
 
 def train_config(profile: str, section: str = "qformer") -> train.TrainConfig:
-    """The training run of the ``qformer`` (04) or ``qformer_llm`` (05) section."""
+    """The training run of the ``qformer`` / ``qformer_pretrained`` (04) or ``qformer_llm`` (05) section."""
     return getattr(profiles.get(profile), section).train
 
 
@@ -115,11 +127,12 @@ def loss_on(feats: torch.Tensor):
     return loss_fn
 
 
-def train_stage1(profile: str, feats, retrain: bool = False, progress: bool = True):
-    """Build and train (or reload, when a finished checkpoint exists) stage 1 -> (model, codec, FitResult)."""
-    model, codec, tensors, key = build(profile, feats)
-    result = train.fit(model, loss_on(feats.train), tensors, train_config(profile), paths.run_dir(profile, "04"), key,
-                       progress=progress, restart=retrain)
+def train_stage1(profile: str, feats, retrain: bool = False, progress: bool = True, section: str = "qformer"):
+    """Build and train (or reload, when a finished checkpoint exists) one stage-1 Q-former (``section``:
+    see :func:`build`) -> (model, codec, FitResult)."""
+    model, codec, tensors, key = build(profile, feats, section)
+    result = train.fit(model, loss_on(feats.train), tensors, train_config(profile, section),
+                       paths.run_dir(profile, "04"), key, progress=progress, restart=retrain)
     return model.eval(), codec, result   # a finished run is reloaded from its checkpoint, not retrained
 
 
@@ -131,15 +144,20 @@ def val_retrieval(model: QFormer, codec: TextCodec, feats, max_len: int) -> dict
     return retrieval_recall(model, feats.val, ids, mask, owner)
 
 
-def loss_figure(history: list[dict], keys=("itc", "itm", "itg"), title: str = "BLIP-2 stage-1 losses"):
-    """One panel per loss, against the training step."""
+def loss_figure(history: list[dict], keys=("itc", "itm", "itg"), title: str = "BLIP-2 stage-1 losses",
+                val_history: list[dict] | None = None):
+    """One panel per loss, against the training step; ``val_history`` (early stopping's validation
+    loss) is drawn on the first panel."""
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
     steps = [h["step"] for h in history]
     for ax, k in zip(axes[0], keys):
-        ax.plot(steps, [h[k] for h in history])
+        ax.plot(steps, [h[k] for h in history], label="training")
         ax.set_title(k.upper() if k != "loss" else "caption loss")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+    if val_history:
+        axes[0][0].plot([v["step"] for v in val_history], [v["val_loss"] for v in val_history], "o-", label="validation")
+        axes[0][0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

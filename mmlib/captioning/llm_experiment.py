@@ -77,13 +77,14 @@ def language_model(profile: str, texts: list[str]):
 
 def build(profile: str, feats, stage1=None):
     """Model, training tensors and checkpoint key of stage 2. ``stage1``: the trained stage-1 QFormer
-    (cpu/smoke: 04's); in paper the Q-former named in the profile is read from its checkpoint."""
+    (cpu/smoke: 04's pretrained one, section ``qformer_pretrained``); in paper the Q-former named in the
+    profile is read from its checkpoint."""
     p = profiles.get(profile).qformer_llm
     split = feats.split
     idx, caps = captions_per_image(split.train, profiles.get(profile).qformer.captions_per_image)
     tok, llm = language_model(profile, caps + [PROMPT])
     if p.qformer == "04":
-        qcfg, state, source = stage1.cfg.to_dict(), stage1.state_dict(), "04 (stage 1, world8k)"
+        qcfg, state, source = stage1.cfg.to_dict(), stage1.state_dict(), "04 (pretrained stage 1, world8k)"
     else:
         qcfg, state, source = blip2_qformer_config(p.qformer), load_blip2_state(p.qformer, ("query_tokens", "qformer.")), p.qformer
     torch.manual_seed(p.train.seed)
@@ -103,6 +104,24 @@ def loss_on(feats: torch.Tensor):
     def loss_fn(model: QFormerLLM, batch: dict):
         return model(feats[batch["image_id"]].float(), batch["ids"], batch["mask"])
     return loss_fn
+
+
+def val_loss_on(feats, n: int, batch_size: int):
+    """Early stopping's validation loss: the caption loss on the first caption of the first ``n``
+    validation images (never trained on), averaged over caption tokens, in batches."""
+    images = feats.val[:n]
+    caps = [refs[0] for _, refs in feats.split.val[:n]]
+
+    def val_loss(model: QFormerLLM) -> float:
+        ids, mask = model.encode_captions(caps)
+        total = count = 0.0
+        for i in range(0, len(caps), batch_size):
+            m = mask[i:i + batch_size]
+            tokens = float(m.sum())
+            total += float(model(images[i:i + batch_size].float(), ids[i:i + batch_size], m)) * tokens
+            count += tokens
+        return total / count
+    return val_loss
 
 
 # ----------------------------------------------------------------------------- Table 1 at paper sizes
@@ -147,7 +166,7 @@ def paper_parameter_counts() -> tuple[list[dict], dict[str, float]]:
 @dataclass(frozen=True)
 class QFormerLLMSettings:
     """Profile section ``qformer_llm`` (05): stage 2 over a frozen causal LLM, its training and decoding."""
-    qformer: str                     # "04" (04's trained stage 1) or a BLIP-2 checkpoint (paper)
+    qformer: str                     # "04" (04's pretrained stage 1, section qformer_pretrained) or a BLIP-2 checkpoint (paper)
     llm: str                         # "tiny" (a random Llama written here, smoke) or "causal_lm" (mmlib.pretrained)
     max_caption_tokens: int
     train: TrainConfig               # train.fit's run: steps, batch, lr, warm-up, weight decay, seed (also the init's)
@@ -156,6 +175,7 @@ class QFormerLLMSettings:
     repetition_penalty: float
     n_val: int | None                # validation images scored (None: all)
     n_figure: int
+    n_val_loss: int                  # early stopping: validation images (first caption) of the validation loss
 
 
 def vs_baseline(scores: dict, baseline: dict, captions: list[str]) -> dict:
@@ -171,8 +191,10 @@ def train_stage2(profile: str, feats, stage1=None, retrain: bool = False, progre
     the projection train; ``train.fit`` checkpoints only those (the LLM requires no grad)."""
     model, tensors, key = build(profile, feats, stage1)
     cfg = train_config(profile, "qformer_llm")
-    fit = train.fit(model, loss_on(feats.train), tensors, cfg, run_dir(profile, "05"), key, progress=progress,
-                    restart=retrain)
+    p = profiles.get(profile).qformer_llm
+    fit = train.fit(model, loss_on(feats.train), tensors, cfg, run_dir(profile, "05"),
+                    {**key, "n_val_loss": p.n_val_loss}, progress=progress, restart=retrain,
+                    val_loss=val_loss_on(feats, p.n_val_loss, cfg.batch_size))
     return model.eval(), fit
 
 
@@ -212,13 +234,14 @@ def save_table2(profile: str, scores: dict, retrieval: dict, ceiling: dict, llm_
     return rows, order
 
 
-def save_table1(profile: str, feats, stage1, model, total: int, trainable: int) -> list[dict]:
-    """Table 1 rows 3-4 (``05_table1``): parameters of this profile's models (when stage 1 is 04's) beside
-    the paper sizes counted on the meta device; ``05_paper_params`` keeps the paper counts."""
+def save_table1(profile: str, feats, row3, stage1, model, total: int, trainable: int) -> list[dict]:
+    """Table 1 rows 3-4 (``05_table1``): parameters of this profile's models (``row3``: 04's scratch
+    Q-former; ``stage1``: row 4's pretrained one, when both are 04's) beside the paper sizes counted on
+    the meta device; ``05_paper_params`` keeps the paper counts."""
     rows, paper_params = paper_parameter_counts()
     results.save(profile, "05_paper_params", paper_params)
-    if stage1 is not None:
-        t3, tr3 = count_parameters(stage1)
+    if stage1 is not None and row3 is not None:
+        t3, tr3 = count_parameters(row3)
         ours = [{"row": 3, "image encoder": f"{feats.encoder} (frozen)", "text side": "Q-former (scratch, [DEC])",
                  "total (M)": (feats.encoder_params + t3) / 1e6, "trainable (M)": tr3 / 1e6},
                 {"row": 4, "image encoder": f"{feats.encoder} (frozen)",

@@ -98,6 +98,7 @@ class QFormerConfig:
     max_text_len: int = 32
     dropout: float = 0.1
     itg_label_smoothing: float = 0.1  # as LAVIS
+    text_pool: str = "cls"            # ITC's text embedding: "cls" (BLIP-2, BERT) or "mean" (a sentence encoder's own pooling)
     pad_id: int = 0
     cls_id: int = 2
     eos_id: int = 3
@@ -206,8 +207,17 @@ class QFormer(nn.Module):
         return F.normalize(self.vision_proj(q), dim=-1)
 
     def text_embeds(self, ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) -> normalised [CLS] embedding (B, E)."""
-        return F.normalize(self.text_proj(self.text_only(ids, text_mask)[:, 0]), dim=-1)
+        """(B, T) -> normalised text embedding (B, E): the [CLS] state, or the masked mean of the text
+        states when ``cfg.text_pool == "mean"``."""
+        h = self.text_only(ids, text_mask)
+        if self.cfg.text_pool == "mean":
+            m = text_mask[..., None].to(h.dtype)
+            pooled = (h * m).sum(1) / m.sum(1).clamp_min(1)
+        elif self.cfg.text_pool == "cls":
+            pooled = h[:, 0]
+        else:
+            raise ValueError(f"text_pool must be 'cls' or 'mean', not {self.cfg.text_pool!r}")
+        return F.normalize(self.text_proj(pooled), dim=-1)
 
     def lm_logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.lm_transform(h) @ self.embeddings.word_embeddings.weight.t() + self.lm_bias

@@ -18,6 +18,13 @@ accuracy >= ``MIN_ACCURACY`` and every control read as its style in >= ``MIN_CON
 images (both fixed before any generator was judged); a claim judged with an uncalibrated
 classifier is "not testable here" (``mmlib.claims``), never a failed run.
 
+**The judged generator's first stage in training.** Blur augmentation alone did not make the classifier
+blind to a VAE's artefacts (cpu, 7d19fcb: real cartoons through 08's VAE read as cartoon in 85 % < 90 %).
+So ``classifier(..., first_stage=(key, fn))`` also trains on the *train* split's renders of **both**
+styles passed through that generator's first stage (``fn``: uint8 -> uint8 round trip), labels
+unchanged: its artefacts then occur in both classes and cannot signal a style. The controls stay on
+the held-out val renders, which training never saw in any form; thresholds unchanged.
+
 Images are uint8 (N, 3, H, W); other sizes are resized to the classifier's resolution.
 This module never imports a model of the study.
 """
@@ -26,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -108,9 +116,23 @@ def heldout_accuracy(model: StyleClassifier, cartoon: torch.Tensor, photo: torch
     return 0.5 * (style_share(model, cartoon, "cartoon") + style_share(model, photo, "photo"))
 
 
-def classifier(profile: str, resolution: int, progress: bool = False) -> StyleClassifier:
+def with_first_stage(cartoon: torch.Tensor, photo: torch.Tensor,
+                     first_stage: tuple[str, Callable[[torch.Tensor], torch.Tensor]] | None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training images of each style, followed by the same images through ``first_stage``'s round
+    trip (labels unchanged); unchanged when ``first_stage`` is None."""
+    if first_stage is None:
+        return cartoon, photo
+    round_trip = first_stage[1]
+    return torch.cat([cartoon, round_trip(cartoon)]), torch.cat([photo, round_trip(photo)])
+
+
+def classifier(profile: str, resolution: int, progress: bool = False,
+               first_stage: tuple[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> StyleClassifier:
     """The style classifier of ``profile`` at ``resolution``: trained on the train split's renders in both
-    styles (same scenes), cached in ``runs/<profile>/style/``; ``.accuracy`` = balanced val accuracy."""
+    styles (same scenes), cached in ``runs/<profile>/style/``; ``.accuracy`` = balanced val accuracy.
+    ``first_stage = (key, round_trip)``: the judged generator's first stage (``key`` names its weights);
+    the train renders of both styles through ``round_trip`` join the training set (module docstring)."""
     d = profiles.get(profile).data
     if d.source != "world8k":
         raise ValueError(f"profile {profile!r}: the style classifier needs world8k renders in both styles")
@@ -122,8 +144,11 @@ def classifier(profile: str, resolution: int, progress: bool = False) -> StyleCl
         return [mdata.images(folders[s], names, resolution) for s in STYLES]
 
     cfg = dataclasses.replace(profiles.get(profile).sd_lora.style, resolution=resolution)
-    model, _ = fit_classifier(*renders(split.train), cfg, run_dir(profile, "style"),
-                              {"data": [str(f) for f in folders.values()], "n": len(split.train)}, progress)
+    cartoon, photo = with_first_stage(*renders(split.train), first_stage)
+    key = {"data": [str(f) for f in folders.values()], "n": len(split.train)}
+    if first_stage is not None:
+        key["first_stage"] = first_stage[0]
+    model, _ = fit_classifier(cartoon, photo, cfg, run_dir(profile, "style"), key, progress)
     model.accuracy = heldout_accuracy(model, *renders(split.val))
     return model
 

@@ -30,7 +30,7 @@ import shutil
 import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import torch
@@ -368,7 +368,13 @@ def style_controls(pipe, cartoon: torch.Tensor, photo: torch.Tensor) -> dict[str
             "real photos, VAE round trip": vae_round_trip(pipe, photo)}
 
 
-def style_evaluation(profile: str, exp: Experiment, prompts: t2i.Prompts, sets: dict[str, torch.Tensor], steps: int):
+def first_stage(pipe, base_info: dict) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """This pipeline's VAE round trip, named by the base pipeline's key, for ``style.classifier``."""
+    return str(base_info.get("key") or base_info.get("source")), lambda images: vae_round_trip(pipe, images)
+
+
+def style_evaluation(profile: str, exp: Experiment, prompts: t2i.Prompts, sets: dict[str, torch.Tensor], steps: int,
+                     first_stage: tuple[str, Callable[[torch.Tensor], torch.Tensor]] | None = None):
     """The calibrated style table (``sd_lora_style``) and its numbers (result ``sd_lora_eval``).
 
     For every image set of ``sets`` (one image per prompt: real renders, the controls of
@@ -377,9 +383,10 @@ def style_evaluation(profile: str, exp: Experiment, prompts: t2i.Prompts, sets: 
     the prompts' real photos (``mmlib.eval.frechet``; for the real photos themselves the floor, a
     disjoint real set), each with a 95 % bootstrap interval over prompts. Then the classifier's
     calibration (``style.calibration`` on the real sets and controls) and the paired LoRA − base
-    changes. Returns ``(result, oracle, classifier)``."""
+    changes. ``first_stage`` (:func:`first_stage`): the classifier also trains on train renders through it.
+    Returns ``(result, oracle, classifier)``."""
     r, seed = exp.model.image_size, prompts.seed
-    oracle, clf = t2i.oracle(profile, r), style.classifier(profile, r)
+    oracle, clf = t2i.oracle(profile, r), style.classifier(profile, r, first_stage=first_stage)
     truth = {**REAL_SETS, **CONTROLS}
     real, floor = t2i.real_features(profile, prompts, r)
     photo, fid, rows = {}, {}, {}
