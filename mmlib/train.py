@@ -293,11 +293,7 @@ def fit(
     bar.close()
     model.eval()
     if early and best_step is not None:              # return the weights with the lowest validation loss
-        best = ckpt.load_weights(best_file, expect_config={"step": best_step})
-        with torch.no_grad():
-            for n_, p in accelerator.unwrap_model(model).named_parameters():
-                if n_ in best:
-                    p.copy_(best[n_])
+        copy_weights(accelerator.unwrap_model(model), ckpt.load_weights(best_file, expect_config={"step": best_step}))
     call_seconds = time.perf_counter() - t0 if resumed_from != step else 0.0
     return FitResult(history=history, steps=step, call_seconds=call_seconds, resumed_from=resumed_from, train_dir=train_dir,
                      mixed_precision=precision, ema=ema, train_seconds=elapsed["seconds"],
@@ -316,9 +312,14 @@ def patience_state(val_history: list[dict[str, float]], min_delta: float = 0.0) 
     return best_step, bad
 
 
-def load_ema(model: torch.nn.Module, ema: dict[str, torch.Tensor]) -> None:
-    """Copy EMA weights into ``model`` (for sampling/evaluation)."""
+def copy_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy the named ``tensors`` into ``model``'s parameters of the same names (cast to their dtype)."""
     with torch.no_grad():
         for n, p in model.named_parameters():
-            if n in ema:
-                p.copy_(ema[n].to(p.dtype))
+            if n in tensors:
+                p.copy_(tensors[n].to(p.dtype))
+
+
+def load_ema(model: torch.nn.Module, ema: dict[str, torch.Tensor]) -> None:
+    """Copy EMA weights into ``model`` (for sampling/evaluation)."""
+    copy_weights(model, ema)

@@ -76,7 +76,7 @@ def captions_per_image(items: list, n: int) -> tuple[list[int], list[str]]:
     return idx, caps
 
 
-STAGE1 = {"qformer": "row 3: Q-former from scratch", "qformer_pretrained": "row 4: pretrained Q-former"}
+STAGE1 = ("qformer", "qformer_pretrained")   # profile sections of row 3's and row 4's stage-1 Q-formers
 
 
 def build(profile: str, feats, section: str = "qformer") -> tuple[QFormer, TextCodec, dict, dict]:
@@ -84,7 +84,7 @@ def build(profile: str, feats, section: str = "qformer") -> tuple[QFormer, TextC
     ``qformer``: row 3's, from scratch; ``qformer_pretrained``: row 4's, from the text encoder's
     weights); used by 04, and by 05 to reload 04's pretrained Q-former from its checkpoint."""
     if section not in STAGE1:
-        raise ValueError(f"stage-1 section must be one of {sorted(STAGE1)}, not {section!r}")
+        raise ValueError(f"stage-1 section must be one of {STAGE1}, not {section!r}")
     p = getattr(profiles.get(profile), section)
     split = feats.split
     tok, bert = pretrained.text_encoder(profile)

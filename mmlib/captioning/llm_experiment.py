@@ -111,9 +111,12 @@ def val_loss_on(feats, n: int, batch_size: int):
     validation images (never trained on), averaged over caption tokens, in batches."""
     images = feats.val[:n]
     caps = [refs[0] for _, refs in feats.split.val[:n]]
+    encoded = {}                                     # the captions' token ids, encoded at the first evaluation
 
     def val_loss(model: QFormerLLM) -> float:
-        ids, mask = model.encode_captions(caps)
+        if not encoded:
+            encoded["ids"], encoded["mask"] = model.encode_captions(caps)
+        ids, mask = encoded["ids"], encoded["mask"]
         total = count = 0.0
         for i in range(0, len(caps), batch_size):
             m = mask[i:i + batch_size]
@@ -234,13 +237,14 @@ def save_table2(profile: str, scores: dict, retrieval: dict, ceiling: dict, llm_
     return rows, order
 
 
-def save_table1(profile: str, feats, row3, stage1, model, total: int, trainable: int) -> list[dict]:
+def save_table1(profile: str, feats, row3, model, total: int, trainable: int) -> list[dict]:
     """Table 1 rows 3-4 (``05_table1``): parameters of this profile's models (``row3``: 04's scratch
-    Q-former; ``stage1``: row 4's pretrained one, when both are 04's) beside the paper sizes counted on
-    the meta device; ``05_paper_params`` keeps the paper counts."""
+    Q-former, None when row 4's Q-former is not 04's; ``model``: row 4 with ``total`` / ``trainable``
+    parameters) beside the paper sizes counted on the meta device; ``05_paper_params`` keeps the paper
+    counts."""
     rows, paper_params = paper_parameter_counts()
     results.save(profile, "05_paper_params", paper_params)
-    if stage1 is not None and row3 is not None:
+    if row3 is not None:
         t3, tr3 = count_parameters(row3)
         ours = [{"row": 3, "image encoder": f"{feats.encoder} (frozen)", "text side": "Q-former (scratch, [DEC])",
                  "total (M)": (feats.encoder_params + t3) / 1e6, "trainable (M)": tr3 / 1e6},
