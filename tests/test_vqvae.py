@@ -154,3 +154,12 @@ def test_paper_loader_reads_a_save_pretrained_stand_in(tmp_path):
     with torch.no_grad():
         assert torch.allclose(vq(x).sample, loaded(x).sample, atol=1e-6)
     assert loaded.config.num_vq_embeddings == TINY.num_codes
+
+
+def test_perceptual_for_follows_the_profile_weight():
+    # cpu weights the perceptual term 0 (measured: it cost PSNR at 32 px), so no network is built for it;
+    # smoke keeps a small weight so the perceptual path stays exercised by the notebooks' smoke runs
+    net, name = perceptual.perceptual_for("cpu")
+    assert net is None and "none" in name
+    net, name = perceptual.perceptual_for("smoke")
+    assert isinstance(net, perceptual.Perceptual) and "feature distance" in name

@@ -100,9 +100,12 @@ class LPIPSDistance(nn.Module):
         return self.lpips(x, y).flatten()
 
 
-def perceptual_for(profile: str) -> tuple[nn.Module, str]:
+def perceptual_for(profile: str) -> tuple[nn.Module | None, str]:
     """(distance module, its name): LPIPS-VGG in paper when available, else the offline CNN's features
-    at the profile's ``vq.perceptual_size``."""
+    at the profile's ``vq.perceptual_size``; ``(None, "none ...")`` where the profile's weight is 0."""
+    vq = profiles.get(profile).latent_diffusion.vq
+    if vq.perceptual_weight == 0:
+        return None, "none (perceptual_weight 0)"
     if profile == "paper":
         try:
             return LPIPSDistance(), "LPIPS-VGG"
@@ -110,5 +113,5 @@ def perceptual_for(profile: str) -> tuple[nn.Module, str]:
             print(f"LPIPS-VGG unavailable ({type(e).__name__}: {e}); using the profile CNN's features")
 
     net = pretrained.cnn(profile)
-    size = profiles.get(profile).latent_diffusion.vq.perceptual_size
+    size = vq.perceptual_size
     return Perceptual(net, min_size=size), f"{getattr(net, 'name', type(net).__name__)} feature distance @{size}px"
