@@ -1,4 +1,5 @@
 """08 — tiny SDXL-architecture pipeline + LoRA: runs end to end, LoRA is a pure add-on, only adapter weights are saved."""
+import math
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -125,3 +126,15 @@ def test_paper_profile_is_the_studys_recipe():
         (1000, 16, 1e-4, "cosine", 1.0, 100, 1337, "bf16")
     assert exp.lora_images == 7000 and exp.captions_per_image == 1 and exp.sample.steps == 100
     assert set(exp.lora.targets) == {"to_q", "to_k", "to_v", "to_out.0"}
+
+
+def test_round_trip_psnr_reads_each_style_round_trip_against_its_originals():
+    cartoon = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    photo = torch.full((2, 3, 8, 8), 200, dtype=torch.uint8)
+    controls = {S.ROUND_TRIPS["cartoon"]: torch.full_like(cartoon, 51),   # off by 0.2 everywhere: MSE 0.04
+                S.ROUND_TRIPS["photo"]: photo.clone(),                      # exact: MSE clamped at 1e-10
+                "real cartoons, blurred": cartoon}
+    got = S.round_trip_psnr(controls, cartoon, photo)
+    assert got["cartoon"] == pytest.approx(10 * math.log10(1 / 0.04), abs=1e-3)
+    assert got["photo"] == pytest.approx(100.0)
+    assert set(S.ROUND_TRIPS.values()) <= set(S.CONTROLS)

@@ -46,7 +46,7 @@ from ..eval import frechet, style, t2i
 from ..eval.bootstrap import interval as bootstrap_interval
 from ..eval.bootstrap import mean_interval
 from ..eval.style import StyleConfig
-from ..images import to_signed, to_uint8
+from ..images import psnr, to_signed, to_uint8
 from ..nets import n_params
 from ..paths import run_dir
 from .sdxl import (
@@ -343,8 +343,8 @@ def finetune_lora(profile: str, pipe, base_info: dict, exp: Experiment | None = 
 
 # real image sets of a known style in the style table: the classifier must read them as that style
 REAL_SETS = {"real photo renders": "photo", "real cartoon renders": "cartoon"}
-CONTROLS = {"real cartoons, VAE round trip": "cartoon", "real cartoons, blurred": "cartoon",
-            "real photos, VAE round trip": "photo"}
+ROUND_TRIPS = {"cartoon": "real cartoons, VAE round trip", "photo": "real photos, VAE round trip"}
+CONTROLS = {ROUND_TRIPS["cartoon"]: "cartoon", "real cartoons, blurred": "cartoon", ROUND_TRIPS["photo"]: "photo"}
 BASE, LORA = "base (cartoon prior)", "LoRA weight 1"
 
 
@@ -363,9 +363,16 @@ def vae_round_trip(pipe, images: torch.Tensor, batch_size: int = 64) -> torch.Te
 def style_controls(pipe, cartoon: torch.Tensor, photo: torch.Tensor) -> dict[str, torch.Tensor]:
     """The style classifier's controls (``mmlib.eval.style``): real renders of a known style through the
     changes a generated image undergoes — the VAE round trip of this pipeline, and a Gaussian blur."""
-    return {"real cartoons, VAE round trip": vae_round_trip(pipe, cartoon),
+    return {ROUND_TRIPS["cartoon"]: vae_round_trip(pipe, cartoon),
             "real cartoons, blurred": style.gaussian_blur(cartoon, style.CONTROL_BLUR),
-            "real photos, VAE round trip": vae_round_trip(pipe, photo)}
+            ROUND_TRIPS["photo"]: vae_round_trip(pipe, photo)}
+
+
+def round_trip_psnr(controls: dict[str, torch.Tensor], cartoon: torch.Tensor, photo: torch.Tensor) -> dict[str, float]:
+    """Mean PSNR (dB) of the VAE round trips in ``controls`` (``style_controls``) against their uint8
+    originals, per style: the first stage's reconstruction quality on held-out renders."""
+    return {s: float(psnr(controls[ROUND_TRIPS[s]].float() / 255, x.float() / 255).mean())
+            for s, x in (("cartoon", cartoon), ("photo", photo))}
 
 
 def first_stage(pipe, base_info: dict) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
