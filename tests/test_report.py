@@ -125,7 +125,9 @@ def test_report_cli_refuses_mixed_results_without_the_flag(runs, tmp_path, monke
     assert "**Mixed provenance" in out.read_text()
 
 
-# ---- the committed report against its snapshot and the notebooks' saved results
+# ---- the committed report against its committed snapshot (never against this machine's own run:
+# a partial run, or one on another CPU or precision, legitimately differs; `python -m mmlib.compare_run`
+# compares a local run with the report, and tests/test_compare_run.py shows this check ignores it)
 COMMITTED = report.ROOT / "report.md"
 SNAPSHOT = report.snapshot_path("cpu")
 
@@ -136,16 +138,3 @@ def test_committed_report_is_its_templates_filled_from_its_snapshot():
     snap = json.loads(SNAPSHOT.read_text())
     text, _ = report.render("cpu", source=snap.get)
     assert text == COMMITTED.read_text(), "report.md is stale: rerun `python -m mmlib.report --profile cpu`"
-
-
-def test_committed_report_matches_the_saved_cpu_results():
-    """Where this machine has run the cpu notebooks, their saved results are the ones in report.md."""
-    from mmlib.paths import RUNS
-    saved_dir = RUNS / "cpu" / "results"
-    if not saved_dir.is_dir() or not SNAPSHOT.exists():
-        pytest.skip(f"no cpu run here ({saved_dir}); CI checks the report against its snapshot only")
-    snap = json.loads(SNAPSHOT.read_text())
-    prov = snap.pop(report.PROVENANCE, None)
-    differ = [k for k, v in snap.items() if results.load("cpu", k, default=None) != v]
-    assert not differ, f"saved cpu results differ from report.md (rebuild the report): {differ[:10]}"
-    assert prov and prov["rows"] == report.provenance("cpu", snap)["rows"], "report.md's provenance table is stale"
