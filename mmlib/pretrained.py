@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import open_clip
@@ -103,16 +104,33 @@ def package_file(role: str) -> Path:
     return path
 
 
+def hub_source(name: str, suffix: str = "") -> str:
+    """Where every ``paper`` loader reads the hub weights ``name`` from: ``$MMLIB_WEIGHTS_DIR/<name><suffix>``
+    when that exists, else ``name`` itself (downloaded by the hub client).
+
+    ``MMLIB_WEIGHTS_STRICT=1`` (set by the rehearsal) refuses the hub: a missing local copy is an error
+    naming it. With ``MMLIB_WEIGHTS_LOG`` set, each resolution is appended to that file, one JSON line,
+    so the rehearsal can check that every stand-in it wrote was read by its ``paper`` loader.
+    """
+    local = Path(os.environ.get("MMLIB_WEIGHTS_DIR", "/nonexistent")) / f"{name}{suffix}"
+    found = local.exists()
+    if not found and os.environ.get("MMLIB_WEIGHTS_STRICT") == "1":
+        raise FileNotFoundError(f"{name}: no local weights at {local} (MMLIB_WEIGHTS_STRICT=1 refuses the hub; "
+                                f"set MMLIB_WEIGHTS_DIR or download {name} there)")
+    log = os.environ.get("MMLIB_WEIGHTS_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(json.dumps({"name": name, "local": found, "pid": os.getpid()}) + "\n")
+    return str(local) if found else name
+
+
 def paper_source(role: str, path: str | os.PathLike | None = None, suffix: str = "") -> str:
-    """Where a paper loader reads from: ``path``, else ``$MMLIB_WEIGHTS_DIR/<hub name><suffix>``
-    when that exists, else the hub name itself."""
+    """Where a paper loader of ``role`` reads from: ``path``, else ``hub_source(HUB[role], suffix)``."""
     if path is not None:
         if not Path(path).exists():
             raise FileNotFoundError(f"{role}: local weights {path} not found")
         return str(path)
-    name = HUB[role] if isinstance(HUB[role], str) else HUB[role][0]
-    local = Path(os.environ.get("MMLIB_WEIGHTS_DIR", "/nonexistent")) / f"{name}{suffix}"
-    return str(local) if local.exists() else name
+    return hub_source(HUB[role] if isinstance(HUB[role], str) else HUB[role][0], suffix)
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -297,7 +315,8 @@ def resnet18(source: str | None) -> FeatureGrid:
         net.load_state_dict(ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False))
     elif source is not None:
         net.load_state_dict(torch.load(source, map_location="cpu", weights_only=True))
-    body = nn.Sequential(*list(net.children())[:-2])  # conv1 … layer4, before avgpool/fc
+    # conv1 … layer4, before avgpool/fc, by name: the perceptual loss (t2i.perceptual) taps layer1-4
+    body = nn.Sequential(OrderedDict(list(net.named_children())[:-2]))
     head = nn.Sequential(net.avgpool, nn.Flatten(), net.fc)
     return FeatureGrid(body, head, 512, IMAGENET_MEAN, IMAGENET_STD, "resnet18")
 
@@ -314,6 +333,25 @@ def clip_tokenizer(profile: str, context_length: int = 77):
         go_offline()
         return SimpleTokenizer(bpe_path=str(package_file("clip")), context_length=context_length)
     return open_clip.get_tokenizer(HUB["clip"][0], context_length=context_length)
+
+
+def clip_model(name: str = "ViT-B-32", tag: str = "openai") -> nn.Module:
+    """Paper's open_clip model ``name`` with the ``tag`` weights, frozen.
+
+    Read from ``hub_source(<the tag's hub repo>, "/open_clip_model.safetensors")`` -- for ViT-B-32 /
+    openai that is ``timm/vit_base_patch32_clip_224.openai``, the repository open_clip itself downloads
+    -- else downloaded by tag. OpenAI's CLIPs were trained with QuickGELU: the tag's configuration says
+    so and the model is built with it (``create_model("ViT-B-32", pretrained="openai")`` alone builds
+    GELU and only warns about the mismatch).
+    """
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    if not cfg:
+        raise ValueError(f"open_clip has no pretrained tag {tag!r} for {name!r}")
+    repo = cfg.get("hf_hub", "").rstrip("/")
+    src = hub_source(repo, "/open_clip_model.safetensors") if repo else tag
+    model = open_clip.create_model(name, pretrained=src if Path(src).is_file() else tag,
+                                   force_quick_gelu=bool(cfg.get("quick_gelu")))
+    return freeze(model)
 
 
 def hf_clip_tokenizer(profile: str, model_max_length: int = 77, path: str | os.PathLike | None = None):

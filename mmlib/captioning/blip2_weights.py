@@ -18,6 +18,12 @@ from transformers import Blip2Config
 from transformers.models.blip_2.modeling_blip_2 import Blip2VisionModel
 
 from ..images import clip_normalize
+from ..pretrained import hub_source
+
+
+def resolve(name_or_path: str) -> str:
+    """A folder as it is; a hub name through ``pretrained.hub_source`` (``$MMLIB_WEIGHTS_DIR/<name>``)."""
+    return name_or_path if Path(name_or_path).is_dir() else hub_source(name_or_path)
 
 
 def load_blip2_state(name_or_path: str, prefixes: tuple[str, ...] = ("query_tokens", "qformer.", "vision_model.")
@@ -25,6 +31,7 @@ def load_blip2_state(name_or_path: str, prefixes: tuple[str, ...] = ("query_toke
     """Tensors of a BLIP-2 checkpoint (hub name such as ``Salesforce/blip2-opt-2.7b``, or a folder
     written by ``save_pretrained``) whose names start with ``prefixes``, read from its safetensors
     shards without building (or keeping) the language model."""
+    name_or_path = resolve(name_or_path)
 
     def fetch(fname: str) -> Path | None:
         p = Path(name_or_path)
@@ -56,6 +63,7 @@ def load_blip2_state(name_or_path: str, prefixes: tuple[str, ...] = ("query_toke
 def blip2_vision(name_or_path: str) -> nn.Module:
     """The frozen EVA ViT-g/14 of a BLIP-2 checkpoint (paper's image encoder for rows 3–4);
     call it with pixel_values -> ``.last_hidden_state`` (B, 257, 1408)."""
+    name_or_path = resolve(name_or_path)
     vis = Blip2VisionModel(Blip2Config.from_pretrained(name_or_path).vision_config)
     state = load_blip2_state(name_or_path, ("vision_model.",))
     vis.load_state_dict({k[len("vision_model."):]: v for k, v in state.items()}, strict=True)

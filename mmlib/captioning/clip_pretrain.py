@@ -343,7 +343,7 @@ def prepare_clip(profile: str, cnn_feats=None, retrain: bool = False) -> dict:
         r = pretrain(profile, cnn_feats, retrain=retrain)
         return {"model": r["model"], "metrics": r["metrics"], "name": "world8k CLIP (pretrained here)"}
     clip = profiles.get(profile).caption_clip.clip
-    model = open_clip.create_model(clip.model_name, pretrained=clip.pretrained).eval().requires_grad_(False)
+    model = pretrained.clip_model(clip.model_name, clip.pretrained)
     split = data.load(profile)
     images = data.images(split.folder, [n for n, _ in split.val], clip.image_size)
     metrics = evaluate(model, profile, split, images, clip.context_length)

@@ -89,7 +89,8 @@ def clip_encoder(profile: str, pretrained: str | None = "openai", model_name: st
     the small CLIP pretrained on world8k by notebook 03 (smoke/cpu, see ``clip_pretrain``).
     ``pretrained=None`` builds the paper architecture with random weights (tests, meta device)."""
     if profile == "paper":
-        model = open_clip.create_model(model_name, pretrained=pretrained)
+        model = (pt.clip_model(model_name, pretrained) if pretrained else
+                 open_clip.create_model(model_name, pretrained=None))
         name = f"open_clip {model_name} ({pretrained or 'random'})"
         return ViTTokens(model.visual, name).eval().requires_grad_(False)
     model = load_world_clip(profile)

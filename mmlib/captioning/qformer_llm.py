@@ -29,6 +29,7 @@ from transformers import Blip2Config
 from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel
 
 from .. import device
+from .blip2_weights import resolve
 from .qformer import QFormerConfig
 
 PROMPT = "Generate a simple short caption:"  # the study's prompt
@@ -192,7 +193,7 @@ def load_query_branch(model: QFormerLLM, state: dict[str, torch.Tensor]) -> None
 
 def blip2_qformer_config(name_or_path: str) -> dict:
     """QFormerConfig fields of a pretrained BLIP-2 checkpoint's Q-former (paper: Salesforce/blip2-opt-2.7b)."""
-    c = Blip2Config.from_pretrained(name_or_path)
+    c = Blip2Config.from_pretrained(resolve(name_or_path))
     q = c.qformer_config
     return dict(vocab_size=q.vocab_size, hidden_size=q.hidden_size, num_layers=q.num_hidden_layers,
                 num_heads=q.num_attention_heads, intermediate_size=q.intermediate_size,

@@ -40,6 +40,7 @@ from open_clip.transformer import TextTransformer
 from torch import nn
 
 from .. import ckpt, pretrained, profiles, train
+from ..pretrained import clip_model as pretrained_clip_model
 from ..captioning.clip_pretrain import ensure_world_clip
 from ..images import to_signed, to_uint8
 from ..paths import run_dir
@@ -185,9 +186,8 @@ def random_text_tower(width: int = 256, layers: int = 4, heads: int = 4, context
 
 
 def load_paper_clip(name: str = "ViT-B-32", pretrained: str = "openai") -> nn.Module:
-    """Paper: an open_clip model by name; ``pretrained`` is a tag (hub) or a local checkpoint file."""
-    model = open_clip.create_model(name, pretrained=pretrained)
-    return model.eval().requires_grad_(False)
+    """Paper: the open_clip model ``name`` with the ``pretrained`` tag's weights (``pretrained.clip_model``)."""
+    return pretrained_clip_model(name, pretrained)
 
 
 def text_encoder_for(profile: str, max_tokens: int = 32) -> CLIPTextEncoder:

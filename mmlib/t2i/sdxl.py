@@ -31,7 +31,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from ..device import autocast
 from ..images import to_signed, unit_to_uint8
-from ..pretrained import go_offline, hf_clip_tokenizer, is_offline
+from ..pretrained import go_offline, hf_clip_tokenizer, hub_source, is_offline
 
 HUB_NAME = "stabilityai/stable-diffusion-xl-base-1.0"
 LORA_FILE = "pytorch_lora_weights.safetensors"   # diffusers' save_lora_weights name
@@ -120,8 +120,7 @@ def load_pipeline(profile: str, path: str | os.PathLike | None = None, dtype: to
     if path is None:
         if is_offline(profile):
             raise ValueError(f"profile {profile!r} has no SDXL weights offline: build_tiny_pipeline / pretrain_base")
-        local = Path(os.environ.get("MMLIB_WEIGHTS_DIR", "/nonexistent")) / HUB_NAME
-        path = str(local) if local.exists() else HUB_NAME
+        path = hub_source(HUB_NAME)
     elif is_offline(profile):
         go_offline()
     kw = {"torch_dtype": dtype} if dtype is not None else {}

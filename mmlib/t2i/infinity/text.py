@@ -53,7 +53,10 @@ def pool(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def t5_encoder(name_or_path: str, max_tokens: int = 32) -> TextEncoder:
-    """flan-t5's encoder (hub name in ``paper``, or any folder written by ``save_pretrained``)."""
+    """flan-t5's encoder (hub name in ``paper``, read through ``pretrained.hub_source``, or any folder
+    written by ``save_pretrained``)."""
+    if not Path(name_or_path).is_dir():
+        name_or_path = pretrained.hub_source(name_or_path)
     tok = AutoTokenizer.from_pretrained(name_or_path)
     return TextEncoder(tok, T5EncoderModel.from_pretrained(name_or_path), max_tokens, name=str(name_or_path))
 
