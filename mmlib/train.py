@@ -20,6 +20,16 @@ evaluations without an improvement of more than ``cfg.min_delta`` the run ends t
 returned holds the best weights. The validation curve lives in ``val.json``, so a resumed run makes
 the same decisions as an uninterrupted one, and a stopped run is reloaded, not continued.
 
+Several processes (``accelerate launch``, DDP): every rank takes its equal share of the step's global
+batch (``cfg.batch_size`` is the global batch, whatever the number of processes), the gradients are
+all-reduced (averaged), the logged losses are the global batch's mean, the validation loss is measured
+by the main process and sent to the others (so all of them stop together), the main process alone
+writes, and every rank's RNG state goes into the checkpoints, so each rank resumes its own stream
+(rank ``r`` > 0 starts from ``torch.initial_seed() + r``: its noise is not a copy of rank 0's; rank 0
+keeps the caller's stream, as in one process). ``loss_fn`` runs inside the DDP wrapper on the model
+itself, so it may reach into the model (``model.cfg``, a submodule) as it does in one process.
+``tests/test_distributed.py`` holds a 2-process CPU run (gloo) to the 1-process loss curve.
+
 The ``Accelerator`` is always made with ``mixed_precision="no"`` and autocast is entered through
 ``mmlib.device.autocast``: accelerate keeps one process-wide state, and a second ``Accelerator``
 with another mixed precision in the same kernel raises (``AcceleratorState has already been
@@ -38,6 +48,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, gather_object
 from torch.utils.data import Dataset, default_collate
 from tqdm import tqdm
 
@@ -155,6 +166,22 @@ def _full_key(cfg: TrainConfig, key: dict[str, Any]) -> dict[str, Any]:
     return {"train": {**asdict(cfg), "mixed_precision": resolve_precision(cfg.mixed_precision)}, "model": key}
 
 
+class _Loss(torch.nn.Module):
+    """``loss_fn(model, batch)`` as a module's forward: what ``accelerator.prepare`` wraps in DDP under
+    several processes. DDP all-reduces the gradients of a forward it runs itself only, and the losses
+    reach into their model (``model.cfg``, ``model.vq(...)``, ``model.vae.encode``), which a DDP wrapper
+    does not expose; inside this forward they get the model itself. (``loss_fn`` is kept out of the
+    module tree: a loss object's own tensors are no parameters of the model.)"""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: Callable):
+        super().__init__()
+        self.model = model
+        self.__dict__["loss_fn"] = loss_fn
+
+    def forward(self, batch: Any) -> Any:
+        return self.loss_fn(self.model, batch)
+
+
 def fit(
     model: torch.nn.Module,
     loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor | tuple[torch.Tensor, dict[str, float]]],
@@ -179,37 +206,46 @@ def fit(
     precision = resolve_precision(cfg.mixed_precision)
     full_key = _full_key(cfg, key)
     train_dir = train_dir_for(cfg, key, out_dir)
-    if restart:
-        shutil.rmtree(train_dir, ignore_errors=True)
-    train_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(train_dir / "config.json", json.dumps(full_key, indent=1, sort_keys=True, default=str))
-
-    accelerator = Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available())
+    # find_unused_parameters: some trainable parameters get no gradient in a step (VQGAN's step counter,
+    # a discriminator before its start); without it DDP fails at the next step. Ignored in one process.
+    accelerator = Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    ranks, rank = accelerator.num_processes, accelerator.process_index
+    if accelerator.is_main_process:
+        if restart:
+            shutil.rmtree(train_dir, ignore_errors=True)
+        train_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(train_dir / "config.json", json.dumps(full_key, indent=1, sort_keys=True, default=str))
+    accelerator.wait_for_everyone()
     autocast = functools.partial(torch.autocast, accelerator.device.type, dtype=torch.bfloat16,
                                  enabled=precision == "bf16")
     params = [p for p in model.parameters() if p.requires_grad]
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
-    model, opt = accelerator.prepare(model, opt)
+    step_loss, opt = accelerator.prepare(_Loss(model, loss_fn), opt)   # DDP under several processes
     ema = {n: p.detach().clone().float() for n, p in zip(names, params)} if cfg.ema else None
 
     step, history, resumed_from = 0, [], None
     timing_file = train_dir / "timing.json"     # {"step": s, "seconds": training wall time up to step s}
     found = ckpt.checkpoints(train_dir)
+    if not found and rank > 0:
+        torch.manual_seed(torch.initial_seed() + rank)    # as accelerate's set_seed(device_specific=True)
     if found:
         state = ckpt.load_checkpoint(found[-1])
-        own = accelerator.unwrap_model(model)
         missing = set(names) - set(state["weights"])
         if missing:
             raise ValueError(f"{found[-1]} lacks trainable weights {sorted(missing)[:5]}")
         with torch.no_grad():
-            for n, p in own.named_parameters():
+            for n, p in model.named_parameters():
                 if n in state["weights"]:
                     p.copy_(state["weights"][n])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        rngs = state.get("rng_ranks", [state["rng"]])      # every rank's state (several processes)
+        torch.set_rng_state(rngs[rank] if len(rngs) == ranks else state["rng"])
+        if len(rngs) != ranks and rank > 0:                 # made with another number of processes
+            torch.manual_seed(torch.initial_seed() + rank)
         if ema is not None:
             ema = state["ema"]
         step = resumed_from = int(state["step"])
@@ -225,11 +261,12 @@ def fit(
     def out_of_patience() -> bool:
         return early and cfg.patience > 0 and bad >= cfg.patience
 
-    def checkpoint(at: int) -> None:
-        own = accelerator.unwrap_model(model)
-        state = {"weights": ckpt.trainable_state(own), "optimizer": opt.state_dict(),
+    def checkpoint(at: int) -> None:                   # every rank calls it (the RNG states are gathered)
+        state = {"weights": ckpt.trainable_state(model), "optimizer": opt.state_dict(),
                  "scheduler": sched.state_dict(), "step": at, "rng": torch.get_rng_state(),
                  "config": json.dumps(full_key, sort_keys=True, default=str)}
+        if ranks > 1:
+            state["rng_ranks"] = gather_object([state["rng"]])
         if ema is not None:
             state["ema"] = ema
         if accelerator.is_main_process:
@@ -243,18 +280,22 @@ def fit(
             ckpt.prune(train_dir, cfg.keep)
 
     n = data_len(data)
+    if min(n, cfg.batch_size) % ranks:
+        raise ValueError(f"a batch of {min(n, cfg.batch_size)} does not split evenly over {ranks} processes: "
+                         "the gradients averaged over the ranks would not be the global batch's")
     t0, end = time.perf_counter(), cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     if out_of_patience():
         end = step                                  # a run that stopped early is reloaded, not continued
-    model.train()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or step >= end, mininterval=2.0,
+    step_loss.train()
+    bar = tqdm(total=cfg.steps, initial=step, mininterval=2.0,
+               disable=not progress or step >= end or not accelerator.is_main_process,
                desc=train_dir.parent.name, leave=False)
     while step < end:
         idx = batch_indices(n, cfg.batch_size, step, cfg.seed)
         idx = idx[accelerator.process_index::accelerator.num_processes]  # data parallel shard
         batch = to_device(take(data, idx), accelerator.device)
         with autocast():
-            out = loss_fn(model, batch)
+            out = step_loss(batch)
         loss, logs = (out if isinstance(out, tuple) else (out, {}))
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
@@ -270,30 +311,39 @@ def fit(
                     # fit's own checkpoint, so a resumed run continues it exactly
                     ema[n_].lerp_(p.detach().float(), 1 - cfg.ema)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            history.append({"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0],
-                            **{k: float(v) for k, v in logs.items()}})
+            logged = {"loss": loss.item(), **{k: float(v) for k, v in logs.items()}}
+            if ranks > 1:                               # the mean over the ranks' equal shares of the batch
+                mean = accelerator.reduce(torch.tensor(list(logged.values()), dtype=torch.float64,
+                                                       device=accelerator.device), "mean")
+                logged = dict(zip(logged, mean.tolist()))
+            history.append({"step": step, "loss": logged.pop("loss"), "lr": sched.get_last_lr()[0], **logged})
             bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
         bar.update(1)
         evaluated = early and (step % cfg.eval_every == 0 or step == cfg.steps)
         if evaluated:
             model.eval()
-            with torch.no_grad(), autocast():
-                v = float(val_loss(accelerator.unwrap_model(model)))
+            v = math.nan
+            if accelerator.is_main_process:             # measured once, the same decision on every rank
+                with torch.no_grad(), autocast():
+                    v = float(val_loss(model))
+            if ranks > 1:
+                v = broadcast_object_list([v])[0]
             model.train()
             if not math.isfinite(v):
                 raise FloatingPointError(f"validation loss {v} at step {step} ({train_dir})")
             val_history.append({"step": step, "val_loss": v})
             best_step, bad = patience_state(val_history, cfg.min_delta)
             if best_step == step and accelerator.is_main_process:
-                ckpt.save_weights(best_file, ckpt.trainable_state(accelerator.unwrap_model(model)), {"step": step})
+                ckpt.save_weights(best_file, ckpt.trainable_state(model), {"step": step})
             if out_of_patience():
                 end = step
         if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or evaluated or step == end:
             checkpoint(step)
     bar.close()
-    model.eval()
+    step_loss.eval()
+    accelerator.wait_for_everyone()                 # the main process's files are complete for every rank
     if early and best_step is not None:              # return the weights with the lowest validation loss
-        copy_weights(accelerator.unwrap_model(model), ckpt.load_weights(best_file, expect_config={"step": best_step}))
+        copy_weights(model, ckpt.load_weights(best_file, expect_config={"step": best_step}))
     call_seconds = time.perf_counter() - t0 if resumed_from != step else 0.0
     return FitResult(history=history, steps=step, call_seconds=call_seconds, resumed_from=resumed_from, train_dir=train_dir,
                      mixed_precision=precision, ema=ema, train_seconds=elapsed["seconds"],
