@@ -196,7 +196,7 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
         "paper": dict(vq=dict(image_size=256, block_out_channels=(128, 128, 256, 512), layers_per_block=2,
                               norm_num_groups=32, num_codes=8192, mid_attention=True, perceptual_weight=1.0,
                               perceptual_size=256, disc_start=5000, disc_weight=0.8, disc_channels=64, disc_layers=3),
-                      vq_steps=30000, vq_batch=16, vq_lr=4.5e-5 * 16, vq_warmup=500, n_vq_images=None,
+                      vq_steps=30000, vq_batch=16, vq_lr=4.5e-6 * 16, vq_warmup=500, n_vq_images=None,
                       model=dict(latent_size=32, block_out_channels=(128, 256, 512),
                                  down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
                                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),

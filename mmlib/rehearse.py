@@ -104,6 +104,14 @@ def _resnet18(file: Path) -> None:
     torch.save(resnet18(weights=None).state_dict(), file)
 
 
+def _vgg16(file: Path) -> None:
+    """torchvision VGG-16 (LPIPS-VGG's trunk), full size, random: the IMAGENET1K_V1 state-dict file."""
+    from torchvision.models import vgg16
+    torch.manual_seed(0)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(vgg16(weights=None).state_dict(), file)
+
+
 def _open_clip_vit_b32(file: Path) -> None:
     """open_clip ViT-B-32 with QuickGELU (the openai tag's configuration), full size (151 M parameters:
     the architecture is fixed by its name), random, as ``open_clip_model.safetensors``."""
@@ -166,6 +174,7 @@ STANDINS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "bert-base-uncased": ("bert-base-uncased", _bert),
     "TinyLlama/TinyLlama-1.1B-Chat-v1.0": ("TinyLlama/TinyLlama-1.1B-Chat-v1.0", _tinyllama),
     "resnet18/IMAGENET1K_V1": ("resnet18/IMAGENET1K_V1.pth", _resnet18),
+    "vgg16/IMAGENET1K_V1": ("vgg16/IMAGENET1K_V1.pth", _vgg16),
     "timm/vit_base_patch32_clip_224.openai":
         ("timm/vit_base_patch32_clip_224.openai/open_clip_model.safetensors", _open_clip_vit_b32),
     "Salesforce/blip2-opt-2.7b": ("Salesforce/blip2-opt-2.7b", _blip2),
@@ -218,7 +227,7 @@ def environment(out: Path) -> dict[str, str]:
 READS = {"02": {"resnet18/IMAGENET1K_V1"}, "03": {"timm/vit_base_patch32_clip_224.openai"},
          "04": {"Salesforce/blip2-opt-2.7b", "bert-base-uncased"},
          "05": {"Salesforce/blip2-opt-2.7b", "TinyLlama/TinyLlama-1.1B-Chat-v1.0"},
-         "06": {"bert-base-uncased"}, "07": {"timm/vit_base_patch32_clip_224.openai"},
+         "06": {"bert-base-uncased"}, "07": {"timm/vit_base_patch32_clip_224.openai", "vgg16/IMAGENET1K_V1"},
          "08": {"stabilityai/stable-diffusion-xl-base-1.0"}, "09": {"google/flan-t5-base"}}
 
 

@@ -75,7 +75,7 @@ def standins():
 
 def test_every_paper_loader_reads_its_standin_through_hub_source(standins, tmp_path, monkeypatch):
     from mmlib.captioning import blip2_weights, qformer_llm
-    from mmlib.t2i import sdxl
+    from mmlib.t2i import perceptual, sdxl
     from mmlib.t2i.infinity import text
 
     log = tmp_path / "read.jsonl"
@@ -97,6 +97,9 @@ def test_every_paper_loader_reads_its_standin_through_hub_source(standins, tmp_p
     assert type(llm).__name__ == "LlamaForCausalLM" and "<|assistant|>" in llm_tok.chat_template
     pipe = sdxl.load_pipeline("paper")
     assert type(pipe.unet).__name__ == "UNet2DConditionModel" and pipe.text_encoder_2 is not None
+    lp = perceptual.LPIPSDistance()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.allclose(lp(x, x), torch.zeros(2), atol=1e-6) and (lp(x, x.flip(0)) > 0).all()
     t5 = text.t5_encoder("google/flan-t5-base")
     assert type(t5.model).__name__ == "T5EncoderModel" and t5(["a dog"]).tokens.shape[-1] == rehearse.T5_WIDTH
     rehearse.check_ledger(log, set(rehearse.STANDINS))

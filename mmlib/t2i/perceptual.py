@@ -1,8 +1,8 @@
 """The perceptual distance of 07's VQGAN first stage (LPIPS-style, on a frozen ImageNet network).
 
 ``Perceptual`` measures distances between normalised feature maps of the offline ImageNet CNN
-(``mmlib.pretrained.cnn``); where the ``lpips`` package is installed, ``LPIPSDistance`` uses the
-original learned weights; ``perceptual_for(profile)`` picks the one a profile trains with.
+(``mmlib.pretrained.cnn``; smoke/cpu, where no VGG weights exist offline); ``LPIPSDistance`` is the
+original LPIPS-VGG (paper); ``perceptual_for(profile)`` picks the one a profile trains with.
 """
 from __future__ import annotations
 
@@ -84,14 +84,38 @@ class Perceptual(nn.Module):
         return d
 
 
+# torchvision VGG-16 ``features`` indices of LPIPS's five slices (lpips/pretrained_networks.py)
+_VGG_SLICES = ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30))
+
+
+def vgg_slices_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A torchvision VGG-16 state dict as LPIPS's ``slice1``..``slice5`` (``features.i.*`` -> ``sliceK.i.*``)."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("features."):
+            i = int(key.split(".")[1])
+            k = next(n for n, (lo, hi) in enumerate(_VGG_SLICES, 1) if lo <= i < hi)
+            out[f"slice{k}.{key[len('features.'):]}"] = value
+    return out
+
+
 class LPIPSDistance(nn.Module):
-    """The real LPIPS-VGG (paper profile) when the ``lpips`` package and its VGG weights are on disk."""
+    """LPIPS-VGG (Zhang et al. 2018), the study's perceptual term (paper profile): the ``lpips`` package's
+    learned layer weights (shipped inside it) on torchvision's ImageNet VGG-16, read like every paper
+    weight through ``pretrained.hub_source("vgg16/IMAGENET1K_V1", ".pth")`` (a state-dict file), else
+    torchvision's download."""
 
     def __init__(self):
         super().__init__()
-        import lpips  # noqa: PLC0415 - optional dependency
+        import lpips  # noqa: PLC0415 - heavy, needed in paper only
+        from torchvision.models import VGG16_Weights  # noqa: PLC0415
 
-        self.lpips = lpips.LPIPS(net="vgg", verbose=False).eval().requires_grad_(False)
+        src = pretrained.hub_source("vgg16/IMAGENET1K_V1", ".pth")
+        state = (torch.load(src, map_location="cpu", weights_only=True) if src.endswith(".pth")
+                 else VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False))
+        self.lpips = lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False)   # VGG built empty, filled below
+        self.lpips.net.load_state_dict(vgg_slices_state(state), strict=True)
+        self.lpips.eval().requires_grad_(False)
 
     def train(self, mode: bool = True):
         return super().train(False)
@@ -107,10 +131,7 @@ def perceptual_for(profile: str) -> tuple[nn.Module | None, str]:
     if vq.perceptual_weight == 0:
         return None, "none (perceptual_weight 0)"
     if profile == "paper":
-        try:
-            return LPIPSDistance(), "LPIPS-VGG"
-        except Exception as e:  # no package / no weights offline: say so and use the CNN of the profile
-            print(f"LPIPS-VGG unavailable ({type(e).__name__}: {e}); using the profile CNN's features")
+        return LPIPSDistance(), "LPIPS-VGG"
 
     net = pretrained.cnn(profile)
     size = vq.perceptual_size
