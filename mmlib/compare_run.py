@@ -21,6 +21,7 @@ from . import report, results
 FIELDS = ("commit", "precision", "CPU", "profile", "threads")   # provenance columns that change numbers
 LABELS = {"CPU": "CPU kind", "threads": "thread count"}
 WALL_TIMES = re.compile(r"timing|speed|runtime|budget")          # results holding wall times
+NOT_RUN_CELL = "(not run: "       # a table row left out of this run, e.g. preflight.NOT_RUN (study fixtures absent)
 
 
 def why(profile: str, key: str, committed_rows: list[dict[str, Any]]) -> str:
@@ -53,6 +54,10 @@ def compare(profile: str = "cpu") -> dict[str, Any]:
             out["missing"].append(key)
         elif local == committed:
             out["same"].append(key)
+        elif results.not_run(local):                  # saved as not computed here (results.save_not_run)
+            out["differ"][key] = f"not run here: {results.not_run(local)}"
+        elif NOT_RUN_CELL in json.dumps(local, ensure_ascii=False):    # rows marked "(not run: …)"
+            out["differ"][key] = "some rows marked \"(not run: …)\" here; " + why(profile, key, rows)
         else:
             out["differ"][key] = why(profile, key, rows)
     return out

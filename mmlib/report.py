@@ -11,7 +11,9 @@ Prose stays as written; every number comes from ``runs/<profile>/results/*.json`
 - ``figures/NAME.png`` links: the figure saved by ``results.save_figure`` is copied to ``figures/``.
 
 Markers are kept in the output, so the built report can be diffed against a rebuild.
-A result that is missing renders as ``(not run: KEY)`` — never as a stale or typed number. A marker
+A result that is missing renders as ``(not run: KEY)`` — never as a stale or typed number; one saved with
+``results.save_not_run(profile, KEY, reason)`` (e.g. the seed-exact rows when the study's fixtures are absent,
+see ``mmlib.preflight``) renders as ``(not run: reason)``, for its table and for every value read from it. A marker
 that does not parse, or a path that a saved result does not have, is an error naming the template
 file and line (``TemplateError``): the report never hides its own gaps.
 Every saved result the report read is also written to ``report/results-<profile>.json`` (committed
@@ -120,9 +122,9 @@ def fill(text: str, profile: str, source: Callable[[str], Any] | None = None,
     def table(m: re.Match) -> str:
         key = m["key"]
         saved = load(key)
-        if saved is None:
+        if saved is None or results.not_run(saved):
             missing.append(key)
-            body = f"(not run: {key})"
+            body = f"(not run: {results.not_run(saved) or key})"
         else:
             body = markdown_table(saved)
         return f"<!-- table:{key} -->\n{body}\n<!-- /table -->"
@@ -130,9 +132,9 @@ def fill(text: str, profile: str, source: Callable[[str], Any] | None = None,
     def value(m: re.Match) -> str:
         key, path, spec = m["key"], m["path"] or "", m["fmt"]
         saved = load(key)
-        if saved is None:
+        if saved is None or results.not_run(saved):
             missing.append(key + path)
-            body = f"(not run: {key}{path})"
+            body = f"(not run: {results.not_run(saved) or key + path})"
         else:
             try:
                 body = fmt_cell(lookup(saved, path), spec)

@@ -103,6 +103,21 @@ def save(profile: str, key: str, obj: Any) -> Path:
     return path
 
 
+NOT_RUN = "not_run"   # the only field of a result saved by ``save_not_run``: why it was not computed
+
+
+def save_not_run(profile: str, key: str, reason: str) -> Path:
+    """Save ``key`` as deliberately not computed in this run: ``reason`` says why and what to set (e.g.
+    ``preflight.FIXTURES_ABSENT``). The report renders ``(not run: <reason>)`` in its place, and a result of
+    an earlier run under the same key is replaced rather than shown stale."""
+    return save(profile, key, {NOT_RUN: reason})
+
+
+def not_run(saved: Any) -> str | None:
+    """The reason of a result saved by ``save_not_run``; None for a computed result (or none at all)."""
+    return saved[NOT_RUN] if isinstance(saved, dict) and set(saved) == {NOT_RUN} else None
+
+
 def load_provenance(profile: str, key: str) -> dict[str, Any] | None:
     """The provenance sidecar of a saved result (None for results saved before sidecars existed)."""
     path = RUNS / profile / "results" / f"{key}.meta.json"

@@ -43,7 +43,7 @@ import nbformat
 import papermill as pm
 from papermill.engines import NBClientEngine, papermill_engines
 
-from . import claims, device, profiles, report, results
+from . import claims, device, preflight, profiles, report, results
 from .paths import ROOT, RUNS
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -114,11 +114,15 @@ def dependencies(nb: Path) -> list[Path]:
 
 def inputs_stamp(nb: Path, profile: str) -> str:
     """Hash of what decides a notebook's outputs: the notebook, the requirements and the ``mmlib``
-    files it imports (directly or not), so an edit elsewhere does not rerun it."""
+    files it imports (directly or not), so an edit elsewhere does not rerun it; and the study's fixtures
+    it uses that are absent (``preflight.USES``), so a run without them reruns once they are there."""
     h = hashlib.sha256(f"{profile}|{device.precision()}".encode())
     for p in [nb, ROOT / "requirements.txt", *dependencies(nb)]:
         h.update(p.relative_to(ROOT).as_posix().encode())
         h.update(p.read_bytes())
+    absent = preflight.absent_fixtures(nb.stem)
+    if absent:              # nothing added when they are all present: the stamp of a complete run is unchanged
+        h.update(("|fixtures absent: " + ",".join(absent)).encode())
     return h.hexdigest()[:16]
 
 
@@ -337,6 +341,10 @@ def main() -> None:
                                                                "commits or a dirty tree (it says so at the top)")
     args = ap.parse_args()
     profiles.check(args.profile)
+    try:                    # seconds, before any kernel: a missing required input (paper: FLICKR8K_DIR)
+        print(f"[run_all] {preflight.require(args.profile, cwd=NOTEBOOKS)}", flush=True)
+    except preflight.MissingInput as e:
+        raise SystemExit(f"[run_all] not started: {e}") from None
     code = run(args.profile, args.only, args.force, args.threads)
     if code == 0 and not args.no_report:
         claims.save(args.profile)

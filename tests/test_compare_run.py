@@ -59,6 +59,17 @@ def test_compare_run_lists_what_differs_and_why_and_exits_0_unless_strict(tmp_pa
     assert compare_run.compare("cpu")["differ"]["02_table1"] == "no .meta.json here: provenance unknown"
 
 
+def test_results_left_out_without_the_study_fixtures_say_so(tmp_path, monkeypatch):
+    snap, row = partial_run(tmp_path, monkeypatch)
+    results.save_not_run("cpu", "02_paper_breakdown", "study fixtures absent, set MMLIB_SEED_DIR")
+    table = json.loads(json.dumps(snap["02_table1"]))
+    table["rows"][1] = {"model": table["rows"][1]["model"], "hidden": "(not run: study fixtures absent, set MMLIB_SEED_DIR)"}
+    results.save("cpu", "02_table1", table)
+    differ = compare_run.compare("cpu")["differ"]
+    assert differ["02_paper_breakdown"] == "not run here: study fixtures absent, set MMLIB_SEED_DIR"
+    assert differ["02_table1"].startswith('some rows marked "(not run: …)" here; ')
+
+
 def test_the_suite_report_check_passes_beside_a_partial_differing_run(tmp_path, monkeypatch):
     """MMLIB_RUNS holding a partial run with other numbers: the committed-report check still passes,
     and the command (run as a user would) names the differing result and exits 0."""

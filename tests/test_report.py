@@ -25,6 +25,16 @@ def test_markers_are_filled_from_saved_results_and_missing_ones_say_so(runs):
     assert report.fill(out, "cpu")[0] == out  # a built report rebuilds to itself
 
 
+def test_a_result_saved_as_not_run_renders_its_reason_for_its_table_and_every_value(runs):
+    results.save_not_run("smoke", "t", "study fixtures absent, set MMLIB_SEED_DIR")
+    text = "<!-- table:t -->old<!-- /table -->\n<!-- value:t.deep.x:.1f -->9<!-- /value -->"
+    out, missing = report.fill(text, "smoke")       # no TemplateError for the path the marker lacks
+    assert out.count("(not run: study fixtures absent, set MMLIB_SEED_DIR)") == 2 and missing == ["t", "t.deep.x"]
+    assert report.fill(out, "smoke")[0] == out
+    assert results.not_run(results.load("smoke", "t")) == "study fixtures absent, set MMLIB_SEED_DIR"
+    assert results.not_run({"not_run": "x", "n": 1}) is None and results.not_run(None) is None
+
+
 def test_a_bad_marker_or_a_missing_field_names_the_template_and_line(runs):
     results.save("cpu", "v", {"i2t R@1": 1.5, "x": {"y": 2}})
     out, _ = report.fill("a\n<!-- value:v.i2t R@1:.1f -->?<!-- /value -->", "cpu", where="t.md")

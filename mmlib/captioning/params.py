@@ -24,7 +24,10 @@ def millions(n: int) -> str:
 
 
 def paper_vocab_size(min_count: int = 1, all_captions: bool = False) -> int:
-    """Word vocabulary of the study's training split of the real Flickr8k captions (seed fixture)."""
+    """Word vocabulary of the study's training split of the real Flickr8k captions (seed fixture).
+
+    Raises FileNotFoundError (naming MMLIB_SEED_DIR) without the fixture: notebooks ask
+    ``preflight.check(...).have("flickr8k_captions.txt")`` first and save :func:`not_run_row` instead."""
     train, _ = seed_split(read_captions(seed_file("flickr8k_captions.txt")))
     return len(Vocab.build([c for _, cs in train for c in (cs if all_captions else cs[:1])], min_count))
 
@@ -56,6 +59,13 @@ def row(architecture: str, profile_data: str, encoder: torch.nn.Module | int, de
             "frozen encoder": millions(enc_total), "total": millions(enc_total + dec_total),
             "trainable": millions(dec_total), "study hidden": study[1], "study total": study[2],
             "study trainable": study[3]}
+
+
+def not_run_row(architecture: str, profile_data: str, study: tuple[str, int, str, str], why: str) -> dict:
+    """A Table 1 row that was not counted: ``why`` (e.g. ``preflight.NOT_RUN``) in its first counted
+    column, the study's numbers beside it, every other count left empty."""
+    return {"model": architecture, "profile / data": profile_data, "hidden": why, "study hidden": study[1],
+            "study total": study[2], "study trainable": study[3]}
 
 
 def breakdown(decoder: XAttnCaptioner) -> dict[str, int]:
