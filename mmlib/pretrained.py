@@ -336,7 +336,7 @@ def clip_tokenizer(profile: str, context_length: int = 77):
 
 
 def clip_model(name: str = "ViT-B-32", tag: str = "openai") -> nn.Module:
-    """Paper's open_clip model ``name`` with the ``tag`` weights, frozen.
+    """Paper's open_clip model ``name`` with the ``tag`` weights (or ``tag`` a checkpoint file), frozen.
 
     Read from ``hub_source(<the tag's hub repo>, "/open_clip_model.safetensors")`` -- for ViT-B-32 /
     openai that is ``timm/vit_base_patch32_clip_224.openai``, the repository open_clip itself downloads
@@ -344,6 +344,8 @@ def clip_model(name: str = "ViT-B-32", tag: str = "openai") -> nn.Module:
     so and the model is built with it (``create_model("ViT-B-32", pretrained="openai")`` alone builds
     GELU and only warns about the mismatch).
     """
+    if Path(tag).is_file():      # a local checkpoint of ``name`` given directly (tests, own weights)
+        return freeze(open_clip.create_model(name, pretrained=tag))
     cfg = open_clip.get_pretrained_cfg(name, tag)
     if not cfg:
         raise ValueError(f"open_clip has no pretrained tag {tag!r} for {name!r}")
