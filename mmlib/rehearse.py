@@ -96,20 +96,15 @@ def _tinyllama(folder: Path) -> None:
     tok.save_pretrained(folder)
 
 
-def _resnet18(file: Path) -> None:
-    """torchvision ResNet-18, full size, random: the state-dict file torchvision's IMAGENET1K_V1 is."""
-    from torchvision.models import resnet18
-    torch.manual_seed(0)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(resnet18(weights=None).state_dict(), file)
-
-
-def _vgg16(file: Path) -> None:
-    """torchvision VGG-16 (LPIPS-VGG's trunk), full size, random: the IMAGENET1K_V1 state-dict file."""
-    from torchvision.models import vgg16
-    torch.manual_seed(0)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(vgg16(weights=None).state_dict(), file)
+def _torchvision(arch: str) -> Callable[[Path], None]:
+    """A writer of torchvision's ``arch`` (resnet18: 02's CNN; vgg16: LPIPS-VGG's trunk), full size, random,
+    as the state-dict file its IMAGENET1K_V1 weights are."""
+    def write(file: Path) -> None:
+        import torchvision
+        torch.manual_seed(0)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(getattr(torchvision.models, arch)(weights=None).state_dict(), file)
+    return write
 
 
 def _open_clip_vit_b32(file: Path) -> None:
@@ -173,8 +168,8 @@ def _flan_t5(folder: Path) -> None:
 STANDINS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "bert-base-uncased": ("bert-base-uncased", _bert),
     "TinyLlama/TinyLlama-1.1B-Chat-v1.0": ("TinyLlama/TinyLlama-1.1B-Chat-v1.0", _tinyllama),
-    "resnet18/IMAGENET1K_V1": ("resnet18/IMAGENET1K_V1.pth", _resnet18),
-    "vgg16/IMAGENET1K_V1": ("vgg16/IMAGENET1K_V1.pth", _vgg16),
+    "resnet18/IMAGENET1K_V1": ("resnet18/IMAGENET1K_V1.pth", _torchvision("resnet18")),
+    "vgg16/IMAGENET1K_V1": ("vgg16/IMAGENET1K_V1.pth", _torchvision("vgg16")),
     "timm/vit_base_patch32_clip_224.openai":
         ("timm/vit_base_patch32_clip_224.openai/open_clip_model.safetensors", _open_clip_vit_b32),
     "Salesforce/blip2-opt-2.7b": ("Salesforce/blip2-opt-2.7b", _blip2),
@@ -191,7 +186,10 @@ def write_weights(root: Path, names: list[str] | None = None) -> dict[str, Path]
         target = root / rel
         if not target.exists():
             tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+            if tmp.is_dir():                   # a half-written stand-in of an interrupted run
+                shutil.rmtree(tmp)
+            else:
+                tmp.unlink(missing_ok=True)
             write(tmp)
             tmp.rename(target)
         out[name] = target
@@ -248,7 +246,7 @@ def rehearse(out: Path, only: list[str] | None = None, n_images: int = 300, repo
     if code == 0:
         ran = only or sorted(READS) + ["01"]
         check_ledger(Path(env["MMLIB_WEIGHTS_LOG"]), set().union(*(READS.get(n, set()) for n in ran)))
-    if report:
+    if report:   # in a process of the rehearsal's environment: paths.RUNS is read at import
         code = subprocess.call([sys.executable, "-c", "import sys; from mmlib import rehearse; "
                                 "rehearse.build_report(sys.argv[1])", str(out)], cwd=ROOT, env=env) or code
     print(f"[rehearse] {'passed' if code == 0 else 'FAILED'} in {time.perf_counter() - t0:.0f} s", flush=True)

@@ -139,12 +139,11 @@ def fill(text: str, profile: str, source: Callable[[str], Any] | None = None,
             try:
                 body = fmt_cell(lookup(saved, path), spec)
             except (KeyError, IndexError, TypeError, ValueError) as e:
-                if profile in PARTIAL_PROFILES:   # a world8k-only field: say so in place
-                    missing.append(key + path)
-                    body = f"(not in the {profile} profile: {key}{path})"
-                    return f"<!-- value:{key}{path}" + (f":{spec}" if spec else "") + f" -->{body}<!-- /value -->"
-                raise TemplateError(f"{line(m)}: the saved result {key!r} has no {path[1:]!r} "
-                                    f"({type(e).__name__}: {e})") from None
+                if profile not in PARTIAL_PROFILES:
+                    raise TemplateError(f"{line(m)}: the saved result {key!r} has no {path[1:]!r} "
+                                        f"({type(e).__name__}: {e})") from None
+                missing.append(key + path)          # a world8k-only field: say so in place
+                body = f"(not in the {profile} profile: {key}{path})"
         marker = f"value:{key}{path}" + (f":{spec}" if spec else "")
         return f"<!-- {marker} -->{body}<!-- /value -->"
 

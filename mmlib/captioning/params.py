@@ -11,7 +11,7 @@ import open_clip
 import torch
 from torchvision.models import resnet18
 
-from .. import profiles
+from .. import preflight, profiles, results
 from ..data.flickr8k import read_captions, seed_split
 from ..nets import count_parameters
 from ..paths import seed_file
@@ -27,7 +27,7 @@ def paper_vocab_size(min_count: int = 1, all_captions: bool = False) -> int:
     """Word vocabulary of the study's training split of the real Flickr8k captions (seed fixture).
 
     Raises FileNotFoundError (naming MMLIB_SEED_DIR) without the fixture: notebooks ask
-    ``preflight.check(...).have("flickr8k_captions.txt")`` first and save :func:`not_run_row` instead."""
+    ``preflight.check(...).have("flickr8k_captions.txt")`` first (:func:`paper_sizes_row`)."""
     train, _ = seed_split(read_captions(seed_file("flickr8k_captions.txt")))
     return len(Vocab.build([c for _, cs in train for c in (cs if all_captions else cs[:1])], min_count))
 
@@ -66,6 +66,19 @@ def not_run_row(architecture: str, profile_data: str, study: tuple[str, int, str
     column, the study's numbers beside it, every other count left empty."""
     return {"model": architecture, "profile / data": profile_data, "hidden": why, "study hidden": study[1],
             "study total": study[2], "study trainable": study[3]}
+
+
+def paper_sizes_row(profile: str, kind: str, study: tuple[str, int, str, str], have_captions: bool) -> dict:
+    """Table 1's row at the ``paper`` sizes (meta device) for ``kind`` "cnn" (02) or "clip" (03), and its
+    decoder breakdown saved as ``NN_paper_breakdown``. Its vocabulary needs the study's real captions:
+    without them (``have_captions`` False) the row and the breakdown are saved as not run."""
+    label, notebook = f"{study[0]} + cross-attn decoder", {"cnn": "02", "clip": "03"}[kind]
+    if not have_captions:
+        results.save_not_run(profile, f"{notebook}_paper_breakdown", preflight.FIXTURES_ABSENT)
+        return not_run_row(label, "paper sizes (meta device)", study, preflight.NOT_RUN)
+    encoder, decoder = paper_models(kind, paper_vocab_size())
+    results.save(profile, f"{notebook}_paper_breakdown", breakdown(decoder))
+    return row(label, "paper sizes (meta device)", encoder, decoder, study)
 
 
 def breakdown(decoder: XAttnCaptioner) -> dict[str, int]:
