@@ -150,14 +150,14 @@ def test_generate_is_atomic(tmp_path, monkeypatch):
             raise RuntimeError("simulated crash")
         return real_render(*args, **kwargs)
 
-    monkeypatch.setattr(world, "render", failing_render)
+    monkeypatch.setattr(world.dataset, "render", failing_render)   # where generate looks it up
     with pytest.raises(RuntimeError, match="simulated"):
         world.generate(tmp_path / "w", n_images=10, size=32, workers=1)
     assert list(tmp_path.iterdir()) == []                                  # no folder, no leftovers
 
 
 def test_ensure_caches_and_validates(tmp_path, monkeypatch):
-    monkeypatch.setattr(world, "data_dir", lambda: tmp_path)
+    monkeypatch.setattr(world.dataset, "data_dir", lambda: tmp_path)
     folder = world.ensure(n_images=6, size=32, seed=0, workers=1)
     assert folder.name == "world8k_photo_32px_n6_s0"
     stamp = (folder / "captions.txt").stat().st_mtime_ns

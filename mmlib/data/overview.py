@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from . import Split, images
-from .world import _STOP, caption_stats
+from .world import STOP_WORDS, caption_stats
 
 
 def sample_grid(split: Split, n: int = 8, size: int = 128, seed: int = 0):
@@ -48,7 +48,7 @@ def length_histogram(ours: list[str], real: list[str] | None, label: str):
 
 def content_word_counts(captions: list[str]) -> Counter:
     return Counter(t for c in captions for w in c.lower().split()
-                   if (t := w.strip('.,!?"\'')) and t not in _STOP)
+                   if (t := w.strip('.,!?"\'')) and t not in STOP_WORDS)
 
 
 def word_frequency(ours: list[str], real: list[str] | None, label: str, top: int = 25):

@@ -213,7 +213,7 @@ def _article(word: str) -> str:
 
 
 def _plural(garment: str) -> str:
-    return garment + ("es" if garment.endswith("dress") else "s")   # as world._subject writes it
+    return garment + ("es" if garment.endswith("dress") else "s")   # as world.captions._subject writes it
 
 
 def template_caption(attrs: dict) -> str:
