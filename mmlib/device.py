@@ -106,12 +106,13 @@ def autocast_dtype() -> torch.dtype | None:
     return torch.bfloat16 if precision() == "bf16" else None
 
 
-def autocast(dev: str | torch.device | None = None, enabled: bool = True):
+def autocast(dev: str | torch.device | None = None, enabled: bool = True, bf16: bool | None = None):
     """Mixed-precision context for ``dev`` (default ``device()``) in ``precision()``; a no-op in fp32.
 
-    ``enabled=False`` opens an fp32 region inside autocast, for numerics that must stay in fp32."""
+    ``enabled=False`` opens an fp32 region inside autocast, for numerics that must stay in fp32;
+    ``bf16`` overrides ``precision()`` for one run whose config fixes it (``train.resolve_precision``)."""
     kind = torch.device(dev).type if dev is not None else device().type
-    dtype = autocast_dtype()
+    dtype = autocast_dtype() if bf16 is None else (torch.bfloat16 if bf16 else None)
     if not enabled:
         return torch.autocast(kind, enabled=False)
     if dtype is None:

@@ -217,8 +217,7 @@ def fit(
         train_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(train_dir / "config.json", json.dumps(full_key, indent=1, sort_keys=True, default=str))
     accelerator.wait_for_everyone()
-    autocast = functools.partial(torch.autocast, accelerator.device.type, dtype=torch.bfloat16,
-                                 enabled=precision == "bf16")
+    autocast = functools.partial(device.autocast, accelerator.device, bf16=precision == "bf16")
     params = [p for p in model.parameters() if p.requires_grad]
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
