@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import paths
+from . import paths, profiles
+from .data import flickr8k
 
 SEED_ENV = "MMLIB_SEED_DIR"
 FLICKR8K_ENV = "FLICKR8K_DIR"
@@ -51,6 +52,12 @@ USES: dict[str, dict[str, list[str]]] = {
     "03_caption_clip": {"flickr8k_captions.txt": ["03_table1: the paper-sizes row (its vocabulary)",
                                                   "03_paper_breakdown"]},
 }
+
+
+# notebook -> (notebook, file under its run folder) whose saved model it loads in smoke/cpu (paper reads hub
+# weights instead): 07's text encoder is 03's world CLIP (captioning.clip_pretrain.clip_dir; not imported
+# here, so that a notebook's inputs stamp does not take in the captioning models)
+NEEDS_RUN: dict[str, tuple[str, str]] = {"07_latent_diffusion": ("03_caption_clip", "clip/model.safetensors")}
 
 
 class MissingInput(FileNotFoundError):
@@ -89,11 +96,9 @@ def require(profile: str, cwd: Path | None = None) -> str:
     """Check the inputs every notebook of ``profile`` needs; a line saying what the data are, or
     :class:`MissingInput` naming the variable to set. ``cwd``: the notebooks' working directory, against
     which a relative ``FLICKR8K_DIR`` is read (default: this process's)."""
-    from . import profiles
     source = profiles.SECTIONS["data"][profiles.check(profile)]["source"]
-    if source != "flickr8k":                 # generated here: nothing to set (and no model module imported)
+    if source != "flickr8k":                 # generated here: nothing to set
         return f"data: {source}, generated under {paths.RUNS / 'data'} on first use"
-    from .data import flickr8k
     cfg = profiles.get(profile).data         # builds every settings section: imports the model modules
     folder = Path(cfg.flickr8k_dir)
     if cwd is not None and not folder.is_absolute():
@@ -118,6 +123,12 @@ def check(profile: str, notebook: str, out: Callable[[str], None] = print) -> In
     missing (see :func:`require`); print whether the study's fixtures this notebook uses are present,
     and which results it leaves out (marked) when they are not."""
     data_line = require(profile)
+    if notebook in NEEDS_RUN and profile != "paper":
+        before, rel = NEEDS_RUN[notebook]
+        path = paths.RUNS / profile / before[:2] / rel
+        if not path.exists():
+            raise MissingInput(f"{notebook} ({profile}) loads {path}, saved by notebooks/{before}.ipynb: run that "
+                               f"first (./run_all.sh --profile {profile} --only {before[:2]})")
     uses = USES.get(notebook, {})
     d = seed_dir()
     inputs = Inputs(profile, notebook, d, {name: (d / name).is_file() for name in uses})

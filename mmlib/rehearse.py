@@ -34,11 +34,19 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import open_clip
 import torch
+import torchvision
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (AutoTokenizer, BertConfig, BertModel, Blip2Config, Blip2ForConditionalGeneration,
+                          LlamaConfig, LlamaForCausalLM, OPTConfig, T5Config, T5ForConditionalGeneration,
+                          T5TokenizerFast)
 
-from . import pretrained
+from . import pretrained, report
 from .data import flickr8k, world
 from .paths import ROOT, RUNS
+from .t2i.sdxl import TinySDXLConfig, build_tiny_pipeline
 
 BANNER = ("**This is a rehearsal of the `paper` profile: every pretrained model is a tiny stand-in with "
           "random weights and the images are world8k renders, so every number and figure below is "
@@ -74,7 +82,6 @@ def write_flickr8k(out: Path, n_images: int = 300, size: int = 128, seed: int = 
 # ---------------------------------------------------------------------------------- weights
 def _bert(folder: Path) -> None:
     """bert-base-uncased: BertModel + its uncased WordPiece vocabulary (MiniLM ships the same 30,522)."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
     tok = AutoTokenizer.from_pretrained(str(pretrained.package_file("text_encoder")))
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=tok.vocab_size, **BERT)).save_pretrained(folder)
@@ -85,7 +92,6 @@ def _tinyllama(folder: Path) -> None:
     """TinyLlama-1.1B-Chat: LlamaForCausalLM (grouped-query attention, untied head) with a byte-level
     BPE tokenizer (SmolLM2's; TinyLlama's SentencePiece file is not offline) carrying TinyLlama's
     chat template."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
     tok = AutoTokenizer.from_pretrained(str(pretrained.smollm2_dir()))
     tok.chat_template = TINYLLAMA_CHAT_TEMPLATE
     torch.manual_seed(0)
@@ -100,7 +106,6 @@ def _torchvision(arch: str) -> Callable[[Path], None]:
     """A writer of torchvision's ``arch`` (resnet18: 02's CNN; vgg16: LPIPS-VGG's trunk), full size, random,
     as the state-dict file its IMAGENET1K_V1 weights are."""
     def write(file: Path) -> None:
-        import torchvision
         torch.manual_seed(0)
         file.parent.mkdir(parents=True, exist_ok=True)
         torch.save(getattr(torchvision.models, arch)(weights=None).state_dict(), file)
@@ -110,8 +115,6 @@ def _torchvision(arch: str) -> Callable[[Path], None]:
 def _open_clip_vit_b32(file: Path) -> None:
     """open_clip ViT-B-32 with QuickGELU (the openai tag's configuration), full size (151 M parameters:
     the architecture is fixed by its name), random, as ``open_clip_model.safetensors``."""
-    import open_clip
-    from safetensors.torch import save_file
     torch.manual_seed(0)
     model = open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True)
     file.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +124,6 @@ def _open_clip_vit_b32(file: Path) -> None:
 def _blip2(folder: Path) -> None:
     """Salesforce/blip2-opt-2.7b: Blip2ForConditionalGeneration (EVA-style vision tower at 224 px with
     14 px patches, so 257 tokens; BERT-vocabulary Q-former; OPT language model), all tiny."""
-    from transformers import Blip2Config, Blip2ForConditionalGeneration, OPTConfig
     torch.manual_seed(0)
     vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
                   image_size=224, patch_size=14)
@@ -136,7 +138,6 @@ def _blip2(folder: Path) -> None:
 def _sdxl(folder: Path) -> None:
     """stabilityai/stable-diffusion-xl-base-1.0: StableDiffusionXLPipeline with SDXL's component types
     (two CLIP text encoders, AutoencoderKL, text_time UNet, Euler scheduler), tiny."""
-    from .t2i.sdxl import TinySDXLConfig, build_tiny_pipeline
     build_tiny_pipeline(TinySDXLConfig(image_size=32, vae_channels=(16, 32), unet_channels=(32, 64, 64),
                                        text_width=32, head_dim=16, projection_dim=32, time_embed_dim=8,
                                        norm_num_groups=16), profile="cpu").save_pretrained(folder)
@@ -146,8 +147,6 @@ def _flan_t5(folder: Path) -> None:
     """google/flan-t5-base: T5ForConditionalGeneration (gated-GELU, relative attention) and a
     ``T5TokenizerFast`` -- a SentencePiece-style Unigram model trained here on world8k captions, since
     flan-t5's spiece.model is not offline (pad 0, eos 1, unk 2 as in T5)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import T5Config, T5ForConditionalGeneration, T5TokenizerFast
     texts = [c for i in range(400) for c, _ in world.example(99, i)[1]]
     tok = Tokenizer(models.Unigram())
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
@@ -255,7 +254,6 @@ def rehearse(out: Path, only: list[str] | None = None, n_images: int = 300, repo
 
 def build_report(out: str | Path) -> Path:
     """``out/report.md`` (and ``out/figures/``) from the rehearsal's results, headed by ``BANNER``."""
-    from . import report
     out = Path(out)
     missing = report.build("paper", out / "report.md", out / "figures", allow_mixed=True)
     path = out / "report.md"

@@ -4,6 +4,7 @@ import torch
 
 from mmlib import paths
 from mmlib.captioning import clip_pretrain as cp
+from mmlib.captioning import clip_step
 from mmlib.captioning import encoders, params
 
 TINY = cp.WorldCLIPConfig(image_size=64, vision_width=32, vision_layers=1, text_width=32,
@@ -126,12 +127,12 @@ def test_extra_scenes_come_from_another_world_seed_and_never_repeat_a_split_imag
     from mmlib.captioning import experiment
     s = profiles.get("smoke").caption_clip.clip
     feats = experiment.features("smoke", "cnn")
-    grid, toks, key = cp.extra_pairs("smoke", s, feats, s.context_length)
+    grid, toks, key = clip_step.extra_pairs("smoke", s, feats, s.context_length)
     assert s.extra_scenes > 0 and key["n"] == s.extra_scenes
     assert grid.shape == (s.extra_scenes, *feats.train.shape[1:])          # same CNN, same size as 02's grid
     assert toks.shape == (s.extra_scenes, 5, s.context_length)
     split = torch.cat([feats.train, feats.val]).flatten(1).float()
     assert torch.cdist(grid.flatten(1).float(), split).min() > 0            # no train or val image among them
     with pytest.raises(ValueError, match="validation"):
-        cp.extra_pairs("smoke", dataclasses.replace(s, extra_seed=profiles.get("smoke").data.seed), feats,
+        clip_step.extra_pairs("smoke", dataclasses.replace(s, extra_seed=profiles.get("smoke").data.seed), feats,
                        s.context_length)

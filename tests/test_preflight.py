@@ -6,6 +6,7 @@ import json
 import pytest
 
 from mmlib import paths, preflight, profiles, report, results, runner
+from mmlib.captioning import clip_pretrain
 from mmlib.paths import ROOT
 
 from test_data_notebook import fake_flickr8k
@@ -142,3 +143,14 @@ def test_smoke_notebooks_run_without_the_study_fixtures_and_the_report_says_what
     built, snap = out_md.read_text(), json.loads(out_md.with_suffix(".results.json").read_text())
     assert built.count(MARK) >= 7 and report.render("smoke", source=snap.get)[0] == built   # rebuilds to itself
     assert results.not_run(snap["02_paper_breakdown"]) == preflight.FIXTURES_ABSENT
+
+
+def test_07_stops_in_its_first_cell_when_03s_world_clip_is_not_there(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "RUNS", tmp_path)                 # no notebook has run here
+    with pytest.raises(preflight.MissingInput, match="03_caption_clip.*--only 03"):
+        preflight.check("smoke", "07_latent_diffusion", out=lambda _: None)
+    saved = tmp_path / "smoke" / "03" / "clip" / "model.safetensors"
+    assert saved == clip_pretrain.clip_dir("smoke") / "model.safetensors"    # where 03 saves it
+    saved.parent.mkdir(parents=True)
+    saved.write_bytes(b"")
+    preflight.check("smoke", "07_latent_diffusion", out=lambda _: None)   # there: 07 goes on

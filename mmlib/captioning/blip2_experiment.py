@@ -17,7 +17,7 @@ from ..nets import count_parameters
 from ..train import TrainConfig
 from . import encoders, experiment
 from .blip2_weights import BLIP2_HUB, EVATokens, blip2_vision
-from .clip_pretrain import ensure_world_clip
+from .clip_step import ensure_world_clip
 from .qformer import QFormer, QFormerConfig, TextCodec, init_from_text_encoder, qformer_loss, retrieval_recall
 
 

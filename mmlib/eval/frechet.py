@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import ckpt
+from .. import ckpt, pretrained   # pretrained: the offline package's weights, the same network in every profile
 from .bootstrap import LEVEL, Interval, weights
 
 INPUT_SIZE = 224            # EfficientNet-Lite0's ImageNet resolution
@@ -53,7 +53,6 @@ N_BOOT = 200                # each resample costs an (n, n) SVD (~30 ms at n = 2
 
 @functools.lru_cache(maxsize=1)
 def _network():
-    from .. import pretrained     # the offline package's weights; the same network in every profile
     # channels_last: about a third less CPU time for this network (see captioning.encoders.GridTokens)
     return pretrained.efficientnet_lite0(pretrained=True).eval().to(memory_format=torch.channels_last)
 

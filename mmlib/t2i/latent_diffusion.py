@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib.pyplot as plt
-import open_clip
 import torch
 from diffusers import UNet2DConditionModel
 from open_clip.transformer import TextTransformer
@@ -41,7 +40,7 @@ from torch import nn
 
 from .. import ckpt, pretrained, profiles, train
 from ..pretrained import clip_model as pretrained_clip_model
-from ..captioning.clip_pretrain import ensure_world_clip
+from ..captioning.clip_pretrain import load_world_clip
 from ..images import to_signed, to_uint8
 from ..paths import run_dir
 from . import diffusion
@@ -192,10 +191,11 @@ def load_paper_clip(name: str = "ViT-B-32", pretrained: str = "openai") -> nn.Mo
 
 def text_encoder_for(profile: str, max_tokens: int = 32) -> CLIPTextEncoder:
     """The profile's frozen CLIP text encoder: openai ViT-B/32 in paper; 03's world CLIP in cpu/smoke
-    (``clip_pretrain.ensure_world_clip``: loaded from notebook 03's run, pretrained first if missing)."""
+    (``clip_pretrain.load_world_clip``: notebook 03's saved model; an error naming 03 when it has not run --
+    07 never trains another notebook's model behind the reader's back)."""
     if profile == "paper":
         return CLIPTextEncoder(pretrained.clip_tokenizer(profile), load_paper_clip(), max_tokens, "openai ViT-B/32")
-    model = ensure_world_clip(profile)
+    model = load_world_clip(profile)
     ctx = int(model.positional_embedding.shape[0])
     return CLIPTextEncoder(pretrained.clip_tokenizer(profile, context_length=ctx), model, max_tokens,
                            "world8k CLIP text tower (notebook 03)")

@@ -6,9 +6,11 @@ original LPIPS-VGG (paper); ``perceptual_for(profile)`` picks the one a profile 
 """
 from __future__ import annotations
 
+import lpips
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models import VGG16_Weights
 
 from .. import pretrained, profiles
 
@@ -107,9 +109,6 @@ class LPIPSDistance(nn.Module):
 
     def __init__(self):
         super().__init__()
-        import lpips  # noqa: PLC0415 - heavy, needed in paper only
-        from torchvision.models import VGG16_Weights  # noqa: PLC0415
-
         src = pretrained.hub_source("vgg16/IMAGENET1K_V1", ".pth")
         state = (torch.load(src, map_location="cpu", weights_only=True) if src.endswith(".pth")
                  else VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False))
