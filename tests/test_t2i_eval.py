@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from mmlib import claims, results
+from mmlib import data as mdata
 from mmlib.data import world
-from mmlib.eval import frechet, oracle, style, t2i
+from mmlib.eval import frechet, oracle, style, t2i, t2i_fidelity, t2i_prompts, t2i_tables
 from mmlib.eval.bootstrap import Interval
 
 RES = 16
@@ -30,16 +31,16 @@ def trained(tmp_path_factory):
     """A tiny oracle for background + category, trained for a few seconds on 16 px renders and calibrated."""
     names = ["background", "category"]
     x, attrs = renders(320, seed=1)
-    y = torch.stack([t2i.encode_labels(a, names) for a in attrs])
-    cfg = t2i.OracleConfig(resolution=RES, width=16, steps=100, batch_size=64, lr=3e-3, blur=0.6, noise=0.04, shift=1)
-    model, fit = t2i.fit_oracle(x, y, names, cfg, tmp_path_factory.mktemp("oracle"), {"test": 1})
+    y = torch.stack([oracle.encode_labels(a, names) for a in attrs])
+    cfg = oracle.OracleConfig(resolution=RES, width=16, steps=100, batch_size=64, lr=3e-3, blur=0.6, noise=0.04, shift=1)
+    model, fit = oracle.fit_oracle(x, y, names, cfg, tmp_path_factory.mktemp("oracle"), {"test": 1})
     xv, av = renders(128, seed=2)
-    t2i.calibrate(model, xv, torch.stack([t2i.encode_labels(a, names) for a in av]))
+    oracle.calibrate(model, xv, torch.stack([oracle.encode_labels(a, names) for a in av]))
     return model, xv, av
 
 
 def test_encode_labels_marks_missing_attributes():
-    y = t2i.encode_labels({"background": "snow", "count": 2, "ball": True},
+    y = oracle.encode_labels({"background": "snow", "count": 2, "ball": True},
                           ["background", "count", "ball", "dog_colour"])
     assert y.tolist() == [world.ATTRIBUTES["background"].index("snow"), 1, 1, -100]
 
@@ -76,7 +77,7 @@ def test_a_head_that_answers_the_majority_value_is_not_readable(monkeypatch):
 
 def fixed_oracle(monkeypatch, pred: torch.Tensor, names: list[str], readable: list[str]):
     """An oracle whose predictions are ``pred`` (N, A) whatever the images."""
-    monkeypatch.setattr(t2i, "predict", lambda m, images: pred)
+    monkeypatch.setattr(t2i_fidelity, "predict", lambda m, images: pred)
     return types.SimpleNamespace(names=names, readable=readable, resolution=RES)
 
 
@@ -87,13 +88,13 @@ def test_fidelity_is_a_macro_average_over_readable_attributes_with_intervals(mon
     park, snow = world.ATTRIBUTES["background"].index("park"), world.ATTRIBUTES["background"].index("snow")
     pred = torch.tensor([[park if i < 30 else snow, 0, world.KINDS.index("dog")] for i in range(n)])
     model = fixed_oracle(monkeypatch, pred, names, readable=["background", "subject"])
-    fid = t2i.prompt_fidelity(model, torch.zeros(n, 3, 4, 4, dtype=torch.uint8), stated)
+    fid = t2i_fidelity.prompt_fidelity(model, torch.zeros(n, 3, 4, 4, dtype=torch.uint8), stated)
     # count is stated everywhere and read right, but not readable; subject is readable but only 5 prompts state it
     assert fid.per_attribute == {"background": 0.75, "count": 1.0, "subject": 1.0}
     assert fid.macro_attributes == ["background"] and fid.macro == pytest.approx(0.75)
     iv = fid.interval()
     assert iv.lo < 0.75 < iv.hi and iv.n == n
-    low = t2i.prompt_fidelity(model, torch.zeros(n, 3, 4, 4, dtype=torch.uint8), stated, min_stated=5)
+    low = t2i_fidelity.prompt_fidelity(model, torch.zeros(n, 3, 4, 4, dtype=torch.uint8), stated, min_stated=5)
     assert low.macro_attributes == ["background", "subject"] and low.macro == pytest.approx((0.75 + 1.0) / 2)
     d = fid.as_dict()
     assert d["macro"]["value"] == pytest.approx(0.75) and set(d["per_attribute"]) == {"background", "count", "subject"}
@@ -101,16 +102,16 @@ def test_fidelity_is_a_macro_average_over_readable_attributes_with_intervals(mon
 
 def test_prior_baseline_pairs_every_prompt_with_another_prompts_scene():
     for n in (2, 3, 17):
-        perm = t2i.derangement(n, seed=n)
+        perm = t2i_fidelity.derangement(n, seed=n)
         assert sorted(perm) == list(range(n)) and all(perm[i] != i for i in range(n))
 
 
 def test_real_fidelity_far_above_mean_image(trained):
     model, xv, av = trained
     stated = [{"background": a["background"], "category": a["category"]} for a in av]
-    real = t2i.prompt_fidelity(model, xv, stated)
+    real = t2i_fidelity.prompt_fidelity(model, xv, stated)
     mean = xv.float().mean(0).round().to(torch.uint8).expand_as(xv).contiguous()
-    base = t2i.prompt_fidelity(model, mean, stated)
+    base = t2i_fidelity.prompt_fidelity(model, mean, stated)
     assert real.interval().above(base.interval()), (real.macro, base.macro)
     assert real.counts["background"] == len(xv)
 
@@ -118,7 +119,7 @@ def test_real_fidelity_far_above_mean_image(trained):
 def test_inputs_are_resized_to_the_oracle_resolution(trained):
     model, xv, _ = trained
     big = torch.nn.functional.interpolate(xv.float(), scale_factor=2, mode="nearest").to(torch.uint8)
-    assert (t2i.predict(model, big) == t2i.predict(model, xv)).float().mean() > 0.8
+    assert (oracle.predict(model, big) == oracle.predict(model, xv)).float().mean() > 0.8
 
 
 def test_time_sampling_reports_rates_and_network_passes():
@@ -134,9 +135,9 @@ def test_time_sampling_reports_rates_and_network_passes():
 
 def test_heldout_prompts_are_unseen_by_every_generator_and_state_what_the_caption_says():
     from mmlib.t2i import sdxl_lora
-    prompts = t2i.heldout_prompts("smoke", n=8)
+    prompts = t2i_prompts.heldout_prompts("smoke", n=8)
     assert len(prompts) == 8 == len(prompts.floor) and all(isinstance(s, dict) and s for s in prompts.stated)
-    split = t2i.mdata.load("smoke")
+    split = mdata.load("smoke")
     assert set(prompts.images) <= {n for n, _ in split.val}
     assert not set(prompts.images) & set(sdxl_lora.study_data("smoke").lora_names)   # 08's LoRA never saw them
     assert set(prompts.floor) <= {n for n, _ in split.train}                         # the floor is disjoint
@@ -144,15 +145,15 @@ def test_heldout_prompts_are_unseen_by_every_generator_and_state_what_the_captio
         if "clothing_colour" in st:
             assert st["clothing_colour"] in cap.lower()
     assert prompts.real_images(RES).shape == (8, 3, RES, RES) == prompts.floor_images(RES).shape
-    assert t2i.heldout_prompts("smoke", n=8).captions == prompts.captions             # one set, every time
+    assert t2i_prompts.heldout_prompts("smoke", n=8).captions == prompts.captions             # one set, every time
 
 
 def test_compositional_prompts_are_absent_from_training_captions():
-    prompts = t2i.compositional_prompts("smoke", n=12)
-    seen = t2i.training_combinations("smoke")
+    prompts = t2i_prompts.compositional_prompts("smoke", n=12)
+    seen = t2i_prompts.training_combinations("smoke")
     assert len(prompts) == 12 and prompts.name == "compositional"
     for cap, st, scene in zip(prompts.captions, prompts.stated, prompts.scenes):
-        assert tuple(st[k] for k in t2i.COMPOSITIONAL_KEYS) not in seen
+        assert tuple(st[k] for k in t2i_prompts.COMPOSITIONAL_KEYS) not in seen
         assert st["subject"] in cap and st["clothing_colour"] in cap
         attrs = world.scene_attributes(world.Scene.from_dict(scene))
         assert all(attrs[k] == v for k, v in st.items()), (st, attrs)   # the reference shows what is asked
@@ -269,12 +270,12 @@ def test_vae_round_trip_keeps_shape_and_dtype():
 # ----------------------------------------------------------------------------- rows, tables, verdicts
 
 
-def fidelity(hits: list[int], n: int = 100, attrs: tuple[str, ...] = ("background",)) -> t2i.Fidelity:
+def fidelity(hits: list[int], n: int = 100, attrs: tuple[str, ...] = ("background",)) -> t2i_fidelity.Fidelity:
     """A synthetic Fidelity: every prompt states every attribute; the first ``hits[j]`` are read right."""
     hit = np.zeros((n, len(attrs)))
     for j, h in enumerate(hits):
         hit[:h, j] = 1
-    return t2i.Fidelity(list(attrs), hit, np.ones((n, len(attrs))), list(attrs))
+    return t2i_fidelity.Fidelity(list(attrs), hit, np.ones((n, len(attrs))), list(attrs))
 
 
 def iv(value: float, lo: float, hi: float, n: int = 100) -> dict:
@@ -285,13 +286,13 @@ def saved_set(model_hits: int, prior_hits: int, attrs=("background",)) -> dict:
     refs = {"ceiling": fidelity([95] * len(attrs), attrs=attrs),
             "prior": fidelity([prior_hits] * len(attrs), attrs=attrs),
             "mean_image": fidelity([10] * len(attrs), attrs=attrs)}
-    return {"n_prompts": 100, "seed": 0, **t2i.fidelity_record(fidelity([model_hits] * len(attrs), attrs=attrs), refs),
+    return {"n_prompts": 100, "seed": 0, **t2i_fidelity.fidelity_record(fidelity([model_hits] * len(attrs), attrs=attrs), refs),
             "frechet": {"model": iv(30, 25, 35), "real_floor": iv(5, 4, 6), "mean_image": iv(80, 70, 90), "n": 100,
                         "resolution": 32, "features": frechet.FEATURES}}
 
 
 def save_row(nb: str, sets: dict, **extra) -> None:
-    results.save("cpu", t2i.row_key(nb), {
+    results.save("cpu", t2i_tables.row_key(nb), {
         "notebook": nb, "model": f"model {nb}", "profile": "cpu", "resolution": 32, "generated_px": 32,
         "cost": t2i.SamplingCost(2.0, 4, 4, 25, "cpu", 4.0).as_dict(), "sets": sets, "sampler": "DDIM 25", **extra})
 
@@ -304,9 +305,9 @@ def runs(tmp_path, monkeypatch):
 
 def test_tables_assemble_saved_rows(runs):
     save_row("07", {"heldout": saved_set(60, 25), "compositional": saved_set(40, 25)}, decoder=True)
-    out = t2i.tables("cpu")
+    out = t2i_tables.tables("cpu")
     fid = results.load("cpu", "t2i_fidelity_table")["rows"]
-    assert [r["images"] for r in fid if r["prompts"] == "heldout"] == [*t2i.REFERENCE_ROWS.values(), "07 model 07"]
+    assert [r["images"] for r in fid if r["prompts"] == "heldout"] == [*t2i_tables.REFERENCE_ROWS.values(), "07 model 07"]
     assert fid[3]["fidelity % [95 % CI]"].startswith("60.0 [")
     assert fid[3]["− prior baseline (points)"].startswith("35.0")
     attrs = results.load("cpu", "t2i_attributes_heldout")["rows"]
@@ -324,7 +325,7 @@ def test_evaluate_scores_both_sets_against_the_references(trained, monkeypatch, 
     monkeypatch.setattr(model, "readable", list(model.names))   # whatever this tiny oracle's calibration said
     monkeypatch.setattr(results, "RUNS", tmp_path)
     monkeypatch.setattr(t2i, "run_dir", lambda profile, nb: tmp_path / profile / nb)
-    sets = {"heldout": t2i.heldout_prompts("smoke", n=12), "compositional": t2i.compositional_prompts("smoke", n=12)}
+    sets = {"heldout": t2i_prompts.heldout_prompts("smoke", n=12), "compositional": t2i_prompts.compositional_prompts("smoke", n=12)}
     samples = {k: p.real_images(RES) for k, p in sets.items()}
     row = t2i.evaluate("smoke", "06", "real renders", model, samples, sets, None)
     for name, s in row["sets"].items():

@@ -10,14 +10,13 @@ subject, so a head that always answers "1" scores 0.78 on count). Each head's he
 therefore set beside its *majority-class prior* on the same held-out renders, and an attribute is
 *readable* only when the accuracy beats the prior by more than :data:`READABLE_MARGIN` (absolute),
 a margin fixed in code before any generator was scored. Prompt fidelity averages readable
-attributes only (``mmlib.eval.t2i``). :func:`retraining_spread` measures how much the accuracies move
-when the oracle is retrained with another seed, which the margin must cover.
+attributes only (``mmlib.eval.t2i_fidelity``). :func:`retraining_spread` measures how much the
+accuracies move when the oracle is retrained with another seed, which the margin must cover.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import functools
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -47,22 +46,6 @@ def attributes() -> dict[str, list]:
 
 
 # ----------------------------------------------------------------------------- scene labels
-
-
-def read_scenes(folder: Path) -> dict[str, dict]:
-    """``scenes.jsonl`` of a world folder: image name -> record (``attributes``, ``captions`` with ``stated``).
-    Read once per process and file version (8,091 records take seconds); treat the result as read-only."""
-    path = Path(folder) / "scenes.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: prompt fidelity needs the world's scene records "
-                                f"(smoke/cpu profiles); real Flickr8k has no ground-truth scenes")
-    return _read_scenes(path.resolve(), path.stat().st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=4)
-def _read_scenes(path: Path, mtime_ns: int) -> dict[str, dict]:
-    with open(path) as f:
-        return {r["image"]: r for r in map(json.loads, f)}
 
 
 def encode_labels(attrs: dict, names: Sequence[str] | None = None) -> torch.Tensor:
@@ -180,7 +163,7 @@ def oracle_config(profile: str, resolution: int) -> OracleConfig:
 
 
 def _labelled(folder: Path, items: Sequence, resolution: int, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    scenes = read_scenes(folder)
+    scenes = world.read_scenes(folder)
     img_names = [name for name, _ in items]
     x = mdata.images(folder, img_names, resolution)                    # uint8 (N, 3, r, r)
     y = torch.stack([encode_labels(scenes[n]["attributes"], names) for n in img_names])  # (N, A)
@@ -311,7 +294,6 @@ def predict(model: AttributeOracle, images: torch.Tensor) -> torch.Tensor:
 
 
 def main() -> None:
-    import argparse
     ap = argparse.ArgumentParser(description="Retrain the attribute oracle with several seeds and save the spread "
                                              "of its held-out accuracies (t2i_oracle_<r>px_spread).")
     ap.add_argument("--profile", default="cpu")

@@ -320,6 +320,5 @@ def score(captions: Sequence[str], scenes: Sequence[dict]) -> FactScores:
 
 def world_scenes(folder: str | Path, images: Sequence[str]) -> list[dict]:
     """Scene attribute dicts of ``images`` (names as in ``captions.txt``) from a world folder."""
-    from .oracle import read_scenes   # here, not at the top: oracle imports torch and the trainer
-    records = read_scenes(Path(folder))
+    records = world.read_scenes(Path(folder))
     return [records[name]["attributes"] for name in images]

@@ -5,7 +5,7 @@ The study judged by eye that LoRA moved SDXL from "comic-like" to Flickr8k's pho
 renders of the *same scenes* in both styles (``world.render(scene, "cartoon" | "photo")``), so only
 style (palette, flat fills and outlines vs shading, texture and light) separates the classes, never
 content. Training uses the attribute oracle's blur / noise / shift / flip augmentation
-(``t2i.augment``) so that slightly-off generated samples are judged by style, not by sharpness.
+(``oracle.augment``) so that slightly-off generated samples are judged by style, not by sharpness.
 Held-out accuracy on the val split's renders is reported with every share.
 
 **Calibration by controls.** Held-out accuracy on clean renders does not show that the classifier

@@ -43,9 +43,13 @@ from .. import ckpt, device, profiles, results, train
 from .. import data as mdata
 from ..data import flickr8k, world
 from ..eval import frechet, style, t2i
+from ..eval import oracle as orc
 from ..eval.bootstrap import interval as bootstrap_interval
 from ..eval.bootstrap import mean_interval
 from ..eval.style import StyleConfig
+from ..eval.t2i_fidelity import difference_interval, prompt_fidelity
+from ..eval.t2i_prompts import Prompts
+from ..eval.t2i_tables import fmt
 from ..images import psnr, to_signed, to_uint8
 from ..nets import n_params
 from ..paths import run_dir
@@ -380,7 +384,7 @@ def first_stage(pipe, base_info: dict) -> tuple[str, Callable[[torch.Tensor], to
     return str(base_info.get("key") or base_info.get("source")), lambda images: vae_round_trip(pipe, images)
 
 
-def style_evaluation(profile: str, exp: Experiment, prompts: t2i.Prompts, sets: dict[str, torch.Tensor], steps: int,
+def style_evaluation(profile: str, exp: Experiment, prompts: Prompts, sets: dict[str, torch.Tensor], steps: int,
                      first_stage: tuple[str, Callable[[torch.Tensor], torch.Tensor]] | None = None):
     """The calibrated style table (``sd_lora_style``) and its numbers (result ``sd_lora_eval``).
 
@@ -393,13 +397,13 @@ def style_evaluation(profile: str, exp: Experiment, prompts: t2i.Prompts, sets: 
     changes. ``first_stage`` (:func:`first_stage`): the classifier also trains on train renders through it.
     Returns ``(result, oracle, classifier)``."""
     r, seed = exp.model.image_size, prompts.seed
-    oracle, clf = t2i.oracle(profile, r), style.classifier(profile, r, first_stage=first_stage)
+    oracle, clf = orc.oracle(profile, r), style.classifier(profile, r, first_stage=first_stage)
     truth = {**REAL_SETS, **CONTROLS}
     real, floor = t2i.real_features(profile, prompts, r)
     photo, fid, rows = {}, {}, {}
     for name, imgs in sets.items():
         photo[name] = style.photo_indicator(clf, imgs)
-        fid[name] = t2i.prompt_fidelity(oracle, imgs, prompts.stated)
+        fid[name] = prompt_fidelity(oracle, imgs, prompts.stated)
         own = floor if name == "real photo renders" else frechet.features(imgs)
         fiv = fid[name].interval(seed)
         rows[name] = {"style": truth.get(name, "generated"),
@@ -412,26 +416,26 @@ def style_evaluation(profile: str, exp: Experiment, prompts: t2i.Prompts, sets: 
     if BASE in sets and LORA in sets:
         d = photo[LORA] - photo[BASE]
         change = bootstrap_interval(lambda w: float(w @ d / w.sum()), len(d), seed=seed).as_dict()
-        fc = t2i.difference_interval(fid[LORA], fid[BASE], seed)
+        fc = difference_interval(fid[LORA], fid[BASE], seed)
         fid_change = fc.as_dict() if fc else None
     ev = {"classifier": style.calibration(clf.accuracy, controls), "resolution": r, "n_prompts": len(prompts),
           "seed": seed, "steps": steps, "rows": rows, "base": BASE, "lora": LORA, "photo_share_change": change,
           "fidelity_change": fid_change, "fidelity_attributes": fid[next(iter(sets))].macro_attributes,
           "frechet_features": frechet.FEATURES}
-    cell = lambda name, k, scale=100: t2i.fmt(rows[name][k], scale) if name in rows else None  # noqa: E731
+    cell = lambda name, k, scale=100: fmt(rows[name][k], scale) if name in rows else None  # noqa: E731
     ev["headline"] = {   # formatted 'value [lo, hi]' under fixed keys, for the report
         "photo_share_base": cell(BASE, "photo_share"), "photo_share_lora": cell(LORA, "photo_share"),
-        "photo_share_change": t2i.fmt(change), "fidelity_base": cell(BASE, "fidelity"),
-        "fidelity_lora": cell(LORA, "fidelity"), "fidelity_change": t2i.fmt(fid_change),
+        "photo_share_change": fmt(change), "fidelity_base": cell(BASE, "fidelity"),
+        "fidelity_lora": cell(LORA, "fidelity"), "fidelity_change": fmt(fid_change),
         "fidelity_cartoon_ceiling": cell("real cartoon renders", "fidelity"),
         "fidelity_photo_ceiling": cell("real photo renders", "fidelity"),
         "frechet_base": cell(BASE, "frechet", 1), "frechet_lora": cell(LORA, "frechet", 1),
         "frechet_floor": cell("real photo renders", "frechet", 1)}
     results.save(profile, "sd_lora_eval", ev)
     cal = ev["classifier"]
-    table = [{"images": name, "true style": v["style"], "photo style % [95 % CI]": t2i.fmt(v["photo_share"]),
-              "fidelity % [95 % CI]": t2i.fmt(v["fidelity"]),
-              "Fréchet to real photos [95 % CI]": t2i.fmt(v["frechet"], 1)} for name, v in rows.items()]
+    table = [{"images": name, "true style": v["style"], "photo style % [95 % CI]": fmt(v["photo_share"]),
+              "fidelity % [95 % CI]": fmt(v["fidelity"]),
+              "Fréchet to real photos [95 % CI]": fmt(v["frechet"], 1)} for name, v in rows.items()]
     note = (f"Profile {profile}: {len(prompts)} held-out prompts (the shared set: images no model trained on), "
             f"{r} px, {steps} Euler steps, CFG {exp.sample.guidance:g}, the same noise for every generated row. "
             f"Style classifier: balanced held-out accuracy {100 * clf.accuracy:.1f} %; controls must be read as "

@@ -26,4 +26,4 @@ from .captions import (  # noqa: F401 - the world's public names, as mmlib.data.
     NOUNS, VERBS, VAGUE_VERBS, PLACES, GARMENTS, TINTS, HAIR_WORDS, OBJECT_WORDS, NUMBERS, FILLERS,
     describe, STOP_WORDS, caption_stats)
 from .dataset import (  # noqa: F401 - the world's public names, as mmlib.data.world.<name>
-    image_name, example, generate, validate, ensure)
+    image_name, example, generate, validate, ensure, read_scenes)

@@ -3,6 +3,7 @@ deterministically, validated, cached under ``runs/data``."""
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import multiprocessing as mp
@@ -111,3 +112,19 @@ def ensure(n_images: int = 8091, size: int = 128, seed: int = 0, style: str = "p
                 raise
     validate(folder, n_images)
     return folder
+
+
+def read_scenes(folder: Path) -> dict[str, dict]:
+    """``scenes.jsonl`` of a world folder: image name -> record (``attributes``, ``captions`` with ``stated``).
+    Read once per process and file version (8,091 records take seconds); treat the result as read-only."""
+    path = Path(folder) / "scenes.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: prompt fidelity needs the world's scene records "
+                                f"(smoke/cpu profiles); real Flickr8k has no ground-truth scenes")
+    return _read_scenes(path.resolve(), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_scenes(path: Path, mtime_ns: int) -> dict[str, dict]:
+    with open(path) as f:
+        return {r["image"]: r for r in map(json.loads, f)}
