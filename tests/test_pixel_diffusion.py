@@ -186,3 +186,67 @@ def test_export_round_trips_and_feeds_the_speed_comparison(tmp_path, monkeypatch
     for (k, a), (k2, b) in zip(m.state_dict().items(), back.state_dict().items()):
         assert k == k2 and torch.equal(a, b), k
     assert isinstance(speed._trained(pd.load_trained, "smoke"), pd.PixelDiffusion)
+
+
+# ----------------------------------------------------------------------------- training levers (issue: T2I quality)
+def test_min_snr_weight_caps_the_easy_timesteps_only():
+    sched = diffusion.noise_scheduler(TINY)
+    t = torch.tensor([0, 100, 500, 999])
+    abar = sched.alphas_cumprod[t].float()
+    snr = abar / (1 - abar)
+    w_eps = diffusion.snr_weight(sched, t, 5.0, "epsilon")
+    w_v = diffusion.snr_weight(sched, t, 5.0, "v_prediction")
+    torch.testing.assert_close(w_eps, torch.clamp(snr, max=5.0) / snr)
+    assert w_eps[0] < 0.01 and w_eps[-1] == 1.0              # t = 0: SNR ~ 1e4, capped; t = T-1: SNR < γ
+    torch.testing.assert_close(w_v, torch.clamp(snr, max=5.0) / (snr + 1))
+    assert (w_v <= 1).all() and w_v[-1] < 1e-3
+
+
+def test_v_prediction_loss_targets_the_velocity(monkeypatch):
+    """With a zero prediction the loss is the mean square of its target: v = √ᾱ ε − √(1−ᾱ) x_0, not ε."""
+    bank = tiny_bank()
+    data = colour_data(bank, 4)
+    for prediction in ("epsilon", "v_prediction"):
+        cfg = pd.PixelDiffusionConfig(**{**TINY.key(), "prediction": prediction})
+        m = pd.PixelDiffusion(cfg)
+        monkeypatch.setattr(m, "forward", lambda x, t, e, k: torch.zeros_like(x))
+        torch.manual_seed(0)
+        loss = pd.diffusion_loss(bank, cfg)(m, data)
+        torch.manual_seed(0)                                 # replay the loss's draws: caption, dropout, ε, t
+        torch.randint(0, 2, (4,)), torch.rand(4)
+        x0 = data["x"].float() / 127.5 - 1
+        eps, t = torch.randn_like(x0), torch.randint(0, cfg.num_train_timesteps, (4,))
+        sched = diffusion.noise_scheduler(cfg)
+        target = sched.get_velocity(x0, eps, t) if prediction == "v_prediction" else eps
+        torch.testing.assert_close(loss, target.pow(2).mean(), atol=1e-4, rtol=1e-4)
+
+
+def test_pooled_text_reaches_the_timestep_embedding():
+    cfg = pd.PixelDiffusionConfig(**{**TINY.key(), "pooled_text": True})
+    torch.manual_seed(0)
+    m, bank = pd.PixelDiffusion(cfg), tiny_bank()
+    assert m.unet.class_embedding is not None
+    emb, mask = bank[torch.tensor([1, 2])]
+    out = m(torch.randn(2, 3, 8, 8), torch.tensor([10, 700]), emb, mask)
+    out.pow(2).mean().backward()
+    assert out.shape == (2, 3, 8, 8) and m.unet.class_embedding.linear_1.weight.grad.abs().sum() > 0
+    # the masked mean ignores padding: changing a padded token changes nothing
+    ctx = torch.randn(1, 6, 4)
+    keep = torch.tensor([[True, True, True, False, False, False]])
+    torch.testing.assert_close(diffusion.pooled(ctx, keep), ctx[:, :3].mean(1))
+
+
+@pytest.mark.bf16
+def test_v_prediction_with_min_snr_and_pooled_text_learns(tmp_path):
+    cfg = pd.PixelDiffusionConfig(**{**TINY.key(), "prediction": "v_prediction", "snr_gamma": 5.0,
+                                     "pooled_text": True, "offset_noise": 0.1})
+    torch.manual_seed(0)
+    m, bank = pd.PixelDiffusion(cfg), tiny_bank()
+    data = colour_data(bank)
+    res = train.fit(m, pd.diffusion_loss(bank, cfg), data, tcfg(40), tmp_path, cfg.key(), progress=False)
+    first, last = res.history[0]["loss"], res.history[-1]["loss"]
+    assert last < 0.7 * first, (first, last)
+    sc = diffusion.SampleConfig(sampler="ddim", steps=3, guidance=2.0, batch_size=4)
+    emb, mask = bank[torch.tensor([1, 2])]
+    img = pd.sample(m.eval(), emb, mask, bank.emb[0], bank.mask[0], sc, seed=0)
+    assert img.dtype == torch.uint8 and img.shape == (2, 3, 8, 8)

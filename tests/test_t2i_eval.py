@@ -398,3 +398,24 @@ def test_loosened_thresholds_are_recorded():
     changed = {c["claim"] for c in claims.THRESHOLD_CHANGES}
     assert {"2.3", "2.4 (07 first stage)"} <= changed
     assert all(c["old"] and c["new"] and c["why"] for c in claims.THRESHOLD_CHANGES)
+
+
+class Fake(types.SimpleNamespace):
+    def __len__(self):
+        return len(self.stated)
+
+
+def test_round_trip_through_an_autoencoder_is_scored_like_the_real_renders(trained, monkeypatch):
+    """An identity autoencoder keeps every attribute; one that returns the mean colour loses them."""
+    model, xv, av = trained
+    stated = [{"background": a["background"], "category": a["category"]} for a in av]
+    prior = t2i_fidelity.prompt_fidelity(model, xv[torch.roll(torch.arange(len(xv)), 1)], stated)
+    monkeypatch.setattr(t2i_fidelity, "references", lambda profile, m, p: {"prior": prior})
+    prompts = Fake(real_images=lambda r: xv, stated=stated)
+    same = t2i_fidelity.roundtrip_rows("smoke", model, prompts, lambda x: x, RES)
+    assert all(r["real render"] == r["round trip"] for r in same)
+    assert [r["attribute"] for r in same][-1] == "macro" and same[-1]["prompts stating it"] == len(xv)
+    flat = lambda x: x.float().mean((2, 3), keepdim=True).expand_as(x).round().to(torch.uint8)  # noqa: E731
+    lost = t2i_fidelity.roundtrip_rows("smoke", model, prompts, flat, RES)
+    value = lambda s: float(s.split(" [")[0])  # noqa: E731
+    assert value(lost[-1]["round trip"]) < value(lost[-1]["real render"]) - 20

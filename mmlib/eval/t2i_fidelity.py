@@ -172,3 +172,20 @@ def colour_words(model: AttributeOracle | None, images: torch.Tensor, colours: S
     p = binomtest(int(hits.sum()), len(images), chance, alternative="greater").pvalue
     return ColourWords(float(hits.mean()), chance, p, len(images), k, fid.per_attribute, rgb,
                        readable="clothing_colour" in model.readable, interval=mean_interval(hits).as_dict())
+
+
+def roundtrip_rows(profile: str, model: AttributeOracle, prompts: Prompts, reconstruct, resolution: int) -> list[dict]:
+    """Does an image autoencoder keep what the prompts state? Per readable attribute of ``prompts``: the
+    share of the real renders the oracle reads as stated, before and after ``reconstruct`` (uint8 (N, 3, r, r)
+    -> uint8, the first stage's encode + decode), beside the prior baseline. A generator that samples the
+    first stage's latents cannot beat its round trip, so an attribute at its prior here is lost before
+    the second stage starts."""
+    real = prompts.real_images(resolution)
+    before = prompt_fidelity(model, real, prompts.stated)
+    rows_of = {"real render": before, "round trip": prompt_fidelity(model, reconstruct(real), prompts.stated),
+               "prior baseline": references(profile, model, prompts)["prior"]}
+    pct = lambda iv: iv.fmt(scale=100)   # noqa: E731
+    rows = [{"attribute": a, "prompts stating it": before.counts[a],
+             **{k: pct(f.attribute_interval(a)) for k, f in rows_of.items()}} for a in before.macro_attributes]
+    macro = {k: pct(interval(f.macro_stat, f.n_images)) for k, f in rows_of.items()}
+    return rows + [{"attribute": "macro", "prompts stating it": len(prompts), **macro}]

@@ -53,6 +53,10 @@ class DenoiserConfig:
     num_train_timesteps: int = 1000     # T
     beta_schedule: str = "linear"       # DDPMScheduler's default, as in the study
     caption_dropout: float = 0.1        # share of training captions replaced by ∅ (for CFG)
+    prediction: str = "epsilon"         # the network's target: "epsilon" (DDPM) or "v_prediction" (v = √ᾱ ε - √(1-ᾱ) x_0)
+    snr_gamma: float = 0.0              # min-SNR-γ loss weight (Hang et al. 2023); 0: unweighted (DDPM eq. 14)
+    offset_noise: float = 0.0           # std of a per-channel constant added to ε (offset noise; 0: off)
+    pooled_text: bool = False           # add the masked mean of the projected text to the timestep embedding
 
     def key(self) -> dict:
         return asdict(self)
@@ -109,7 +113,8 @@ def training_data(x: torch.Tensor, captions: Sequence[Sequence[str]], bank: Text
 # ----------------------------------------------------------------------------- schedules
 def noise_scheduler(cfg) -> DDPMScheduler:
     """The forward process q(x_t | x_0) with ``cfg.num_train_timesteps`` steps and ``cfg.beta_schedule``."""
-    return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule)
+    return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
+                         prediction_type=getattr(cfg, "prediction", "epsilon"))
 
 
 def sampling_scheduler(cfg, sampler: str):
@@ -127,13 +132,27 @@ def sampling_scheduler(cfg, sampler: str):
 
 
 # ----------------------------------------------------------------------------- training
+def snr_weight(sched: DDPMScheduler, t: torch.Tensor, gamma: float, prediction: str) -> torch.Tensor:
+    """min-SNR-γ (Hang et al. 2023, https://arxiv.org/abs/2303.09556, eq. 8): each timestep's MSE is
+    weighted so that the loss on x_0 it implies is ``min(SNR(t), γ)``, i.e. ``min(SNR, γ) / SNR`` for an
+    ε target and ``min(SNR, γ) / (SNR + 1)`` for a v target; SNR(t) = ᾱ_t / (1 - ᾱ_t)."""
+    abar = sched.alphas_cumprod[t].float()
+    snr = abar / (1 - abar)
+    clipped = torch.clamp(snr, max=gamma)
+    return clipped / (snr + 1) if prediction == "v_prediction" else clipped / snr
+
+
 def eps_loss(bank: TextBank, cfg, x0_of: Callable[[dict], torch.Tensor]) -> Callable[[nn.Module, dict], torch.Tensor]:
-    """``loss_fn(model, batch)`` for ``train.fit``: ε-MSE with caption dropout.
+    """``loss_fn(model, batch)`` for ``train.fit``: the denoising MSE with caption dropout.
 
     ``x0_of(batch)`` gives the clean sample x_0 (B, C, H, W): pixels in [-1, 1] (06) or scaled latents (07).
     Per sample, in this order of draws: one of the image's captions, ∅ with probability
-    ``cfg.caption_dropout``, the noise ε and the timestep t."""
+    ``cfg.caption_dropout``, the noise ε (plus, with ``cfg.offset_noise``, a per-channel constant) and
+    the timestep t. The target is ε (DDPM eq. 14) or v (``cfg.prediction``, Salimans & Ho 2022,
+    https://arxiv.org/abs/2202.00512), each sample's MSE weighted by min-SNR-γ when ``cfg.snr_gamma``."""
     sched = noise_scheduler(cfg)
+    prediction, gamma, offset = (getattr(cfg, k, d) for k, d in
+                                 (("prediction", "epsilon"), ("snr_gamma", 0.0), ("offset_noise", 0.0)))
 
     def loss_fn(model: nn.Module, batch: dict) -> torch.Tensor:
         dev = next(model.parameters()).device
@@ -143,13 +162,36 @@ def eps_loss(bank: TextBank, cfg, x0_of: Callable[[dict], torch.Tensor]) -> Call
         ids = batch["cap"][torch.arange(b), pick]
         ids = torch.where(torch.rand(b) < cfg.caption_dropout, torch.zeros_like(ids), ids)  # row 0 = ∅
         noise = torch.randn_like(x0)
+        if offset:
+            noise = noise + offset * torch.randn(b, x0.shape[1], 1, 1)
         t = torch.randint(0, cfg.num_train_timesteps, (b,))
         xt = sched.add_noise(x0, noise, t)                                  # eq. 4
+        target = sched.get_velocity(x0, noise, t) if prediction == "v_prediction" else noise
         emb, mask = bank[ids]
         pred = model(xt.to(dev), t.to(dev), device.as_compute(emb, dev), mask.to(dev))
-        return F.mse_loss(pred.float(), noise.to(dev))                      # eq. 14
+        if not gamma:
+            return F.mse_loss(pred.float(), target.to(dev))                 # eq. 14
+        per_sample = (pred.float() - target.to(dev)).pow(2).flatten(1).mean(1)
+        return (snr_weight(sched, t, gamma, prediction).to(dev) * per_sample).mean()
 
     return loss_fn
+
+
+def pooled_text_kwargs(cfg, dim: int) -> dict:
+    """``UNet2DConditionModel`` arguments for ``cfg.pooled_text``: a "projection" class embedding (an MLP
+    of the pooled text vector (width ``dim``), added to the timestep embedding; diffusers' ``class_embed_type``)."""
+    if not getattr(cfg, "pooled_text", False):
+        return {}
+    return {"class_embed_type": "projection", "projection_class_embeddings_input_dim": dim}
+
+
+def pooled(ctx: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Masked mean of projected text tokens (B, L, D) -> (B, D): the global text vector that SDXL and
+    Imagen add to the timestep embedding besides cross-attention (``DenoiserConfig.pooled_text``)."""
+    if mask is None:
+        return ctx.mean(1)
+    w = mask.to(ctx.dtype).unsqueeze(-1)
+    return (ctx * w).sum(1) / w.sum(1).clamp(min=1)
 
 
 # ----------------------------------------------------------------------------- sampling

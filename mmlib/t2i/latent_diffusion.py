@@ -93,13 +93,16 @@ class LatentDiffusion(nn.Module):
             layers_per_block=cfg.layers_per_block, block_out_channels=tuple(cfg.block_out_channels),
             down_block_types=tuple(cfg.down_block_types), up_block_types=tuple(cfg.up_block_types),
             norm_num_groups=cfg.norm_num_groups, cross_attention_dim=cfg.text_dim,
-            attention_head_dim=cfg.heads())  # diffusers' legacy name: number of heads per block
+            attention_head_dim=cfg.heads(),  # diffusers' legacy name: number of heads per block
+            **diffusion.pooled_text_kwargs(cfg, cfg.text_dim))
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, text: torch.Tensor, mask: torch.Tensor | None = None
                 ) -> torch.Tensor:
         # z (B, C, h, w) noisy latents, t (B,), text (B, L, D) frozen CLIP tokens, mask (B, L) -> ε (B, C, h, w)
         dtype = self.unet.conv_in.weight.dtype
-        return self.unet(z, t, encoder_hidden_states=text.to(dtype),
+        text = text.to(dtype)
+        return self.unet(z, t, encoder_hidden_states=text,
+                         class_labels=diffusion.pooled(text, mask) if self.cfg.pooled_text else None,
                          encoder_attention_mask=None if mask is None else mask.to(dtype)).sample
 
     @property

@@ -98,13 +98,14 @@ class PixelDiffusion(nn.Module):
             norm_num_groups=cfg.norm_num_groups,
             cross_attention_dim=cfg.cross_attention_dim,
             attention_head_dim=cfg.heads(),  # diffusers' legacy name: the number of heads per block
+            **diffusion.pooled_text_kwargs(cfg, cfg.cross_attention_dim),
         )
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, mask: torch.Tensor | None = None
                 ) -> torch.Tensor:
         # x (B, 3, H, W) noisy image, t (B,) timesteps, text (B, L, text_dim) frozen tokens, mask (B, L)
         ctx = self.text_projection(text.to(self.text_projection[0].weight.dtype))  # (B, L, cross_dim)
-        return self.unet(x, t, encoder_hidden_states=ctx,
+        return self.unet(x, t, encoder_hidden_states=ctx, class_labels=diffusion.pooled(ctx, mask) if self.cfg.pooled_text else None,
                          encoder_attention_mask=None if mask is None else mask.to(ctx.dtype)).sample
 
     @property

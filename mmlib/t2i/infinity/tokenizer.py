@@ -185,6 +185,14 @@ class BitwiseTokenizer(nn.Module):
         return self.decoder(f).clamp(-1, 1)
 
 
+@torch.no_grad()
+def reconstruct(model: BitwiseTokenizer, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """uint8 images (N, 3, H, W) -> uint8 reconstructions from every scale's bits (encode + decode)."""
+    model.eval()
+    return torch.cat([to_uint8(model.decode_bits(model.encode(to_signed(images[i:i + batch_size]))))
+                      for i in range(0, len(images), batch_size)])
+
+
 def tokenizer_loss(model: BitwiseTokenizer, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
     """``train.fit`` loss: batch["image"] uint8 (B, 3, H, W)."""
     x = to_signed(batch["image"])

@@ -1,0 +1,96 @@
+"""Text-to-image training levers, one at a time: held-out fidelity per minute of 06's pixel diffusion.
+
+Usage: python benchmarks/t2i_levers.py [--profile cpu] [--steps 1200] [--only NAME]... [--prompts 200]
+
+Every variant trains the ``pixel_diffusion`` section's model from the same seed on the same data for
+the same number of steps (``--steps``), changing one thing (``VARIANTS``); it is then sampled on the
+first ``--prompts`` held-out prompts with the section's sampler (seed 0, the evaluation's prompts) and
+scored by the attribute oracle: macro fidelity over the held-out set's readable attributes, subject
+present and clothing colour, next to the real-render ceiling. Training minutes are wall time in the
+process's precision (``MMLIB_PRECISION``); runs are cached under ``runs/<profile>/levers/<name>`` by
+config, so an interrupted sweep resumes. Rows append to the table ``t2i_levers`` (one per variant,
+replaced when rerun), which the report's appendix shows.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+
+from mmlib import device, profiles, results, train
+from mmlib.eval import oracle as orc
+from mmlib.eval import t2i_fidelity, t2i_prompts
+from mmlib.paths import run_dir
+from mmlib.t2i import pixel_diffusion as pd
+
+# name -> (model overrides, train overrides, paper each lever comes from)
+VARIANTS: dict[str, tuple[dict, dict, str]] = {
+    "base": ({}, {}, "the cpu profile before this sweep"),
+    "min_snr5": (dict(snr_gamma=5.0), {}, "min-SNR-γ, Hang et al. 2023"),
+    "v_pred": (dict(prediction="v_prediction"), {}, "v-prediction, Salimans & Ho 2022"),
+    "v_min_snr5": (dict(prediction="v_prediction", snr_gamma=5.0), {}, "v + min-SNR-γ"),
+    "pooled_text": (dict(pooled_text=True), {}, "pooled text in the timestep embedding (SDXL, Imagen)"),
+    "attn16": (dict(down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")), {},
+               "cross-attention at 16x16 too"),
+    "offset_noise": (dict(offset_noise=0.1), {}, "offset noise (dark scenes)"),
+    "lr2e-3": ({}, dict(lr=2e-3, warmup=100), "higher lr with warm-up"),
+    "wide": (dict(block_out_channels=(64, 128, 128), norm_num_groups=32), {}, "the probe's widths"),
+}
+
+
+def run(profile: str, name: str, steps: int, n_prompts: int, overrides: tuple[dict, dict, str] | None = None) -> dict:
+    S = profiles.get(profile).pixel_diffusion
+    model_over, train_over, source = overrides or VARIANTS[name]
+    cfg = dataclasses.replace(pd.config_from_profile(S), **model_over)
+    tcfg = dataclasses.replace(S.train, steps=steps, ckpt_every=max(100, steps // 6), **train_over)
+    oracle = orc.oracle(profile, cfg.image_size)
+    encoder = pd.TextEncoder.for_profile(profile, cfg.max_tokens)
+    data, bank = pd.prepare(profile, encoder, cfg, S.captions_per_image)
+    model = pd.new_model(cfg, seed=tcfg.seed)
+    fit = train.fit(model, pd.diffusion_loss(bank, cfg), data, tcfg, run_dir(profile, "levers") / name, cfg.key())
+    if tcfg.ema:
+        train.load_ema(model, fit.ema)
+    prompts = t2i_prompts.heldout_prompts(profile).subset(n_prompts)
+    t0 = time.perf_counter()
+    images = pd.generate(model, encoder, prompts.captions, S.sample, seed=prompts.seed)
+    sample_seconds = time.perf_counter() - t0
+    heldout = t2i_prompts.heldout_prompts(profile)
+    attrs = t2i_fidelity.prompt_fidelity(oracle, heldout.real_images(cfg.image_size), heldout.stated).macro_attributes
+    fid = t2i_fidelity.prompt_fidelity(oracle, images, prompts.stated, over=attrs, min_stated=1)
+    ceil = t2i_fidelity.prompt_fidelity(oracle, prompts.real_images(cfg.image_size), prompts.stated, over=attrs,
+                                        min_stated=1)
+    per, per_c = fid.per_attribute, ceil.per_attribute
+    return {"variant": name, "lever": source, "steps": fit.steps, "precision": fit.mixed_precision,
+            "train minutes": fit.train_seconds / 60, "s/step": fit.train_seconds / max(1, fit.steps),
+            "fidelity %": 100 * fid.macro, "ceiling %": 100 * ceil.macro, "of ceiling": fid.macro / ceil.macro,
+            "subject %": 100 * per.get("subject", float("nan")),
+            "subject of ceiling": per.get("subject", float("nan")) / per_c["subject"],
+            "clothing colour %": 100 * per.get("clothing_colour", float("nan")),
+            "background %": 100 * per.get("background", float("nan")),
+            "sample s/image": sample_seconds / len(prompts), "load": os.getloadavg()[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default=os.environ.get("MMLIB_PROFILE", "cpu"))
+    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--prompts", type=int, default=200)
+    ap.add_argument("--only", action="append", help="variant name (repeatable); default: all")
+    args = ap.parse_args()
+    device.set_threads()
+    key = "t2i_levers"
+    rows = {r["variant"]: r for r in results.load(args.profile, key, default={}).get("rows", [])}
+    for name in args.only or list(VARIANTS):
+        row = run(args.profile, name, args.steps, args.prompts)
+        print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
+        rows[name] = row
+        results.save_table(args.profile, key, list(rows.values()),
+                           formats={k: ".2f" if "of" in k or "s/" in k else ".1f" for k in row
+                                    if isinstance(row[k], float)},
+                           note=f"profile {args.profile}, 06's model, one change per row, {device.cpu_kind()}, {device.precision()}")
+
+
+if __name__ == "__main__":
+    main()
