@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...images import psnr as images_psnr
-from ...images import to_signed
+from ...images import to_signed, to_uint8
 from .bsq import BSQ, bits_to_codes
 
 
