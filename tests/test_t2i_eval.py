@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmlib import claims, results
+from mmlib import claims, images, results
 from mmlib import data as mdata
 from mmlib.data import world
 from mmlib.eval import frechet, oracle, style, t2i, t2i_fidelity, t2i_prompts, t2i_tables
@@ -398,3 +398,42 @@ def test_loosened_thresholds_are_recorded():
     changed = {c["claim"] for c in claims.THRESHOLD_CHANGES}
     assert {"2.3", "2.4 (07 first stage)"} <= changed
     assert all(c["old"] and c["new"] and c["why"] for c in claims.THRESHOLD_CHANGES)
+
+
+# ----------------------------------------------------------------------------- the generators side by side
+
+
+def test_heldout_samples_round_trip_and_the_generators_figure_marks_the_missing(monkeypatch, tmp_path):
+    """Fake uint8 samples of two generators (06 at 16 px, 08 at 32 px) on the first smoke held-out
+    prompts: the saved file round-trips, and the figure has the real column, both generators and an
+    empty 'not run' column for each of 07 and 09; a generator saved for other prompts is marked so."""
+    monkeypatch.setattr(t2i, "run_dir", lambda profile, nb: tmp_path / profile / nb)
+    prompts = t2i_prompts.heldout_prompts("smoke", n=10)
+    g = torch.Generator().manual_seed(0)
+    fake = {"06": torch.randint(0, 256, (10, 3, 16, 16), dtype=torch.uint8, generator=g),
+            "08": torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8, generator=g)}
+    for nb, x in fake.items():
+        path = t2i.save_heldout_samples("smoke", nb, f"model {nb}", x, prompts)
+        assert path == tmp_path / "smoke" / nb / t2i.SAMPLES_FILE and not list(path.parent.glob(".*"))
+    back = t2i.load_heldout_samples("smoke", "08")
+    assert torch.equal(back["images"], fake["08"][:t2i.N_SHOWN]) and back["images"].dtype == torch.uint8
+    assert back["captions"] == prompts.captions[:t2i.N_SHOWN] and back["model"] == "model 08"
+    assert torch.equal(back["real"], prompts.subset(t2i.N_SHOWN).real_images(32))
+    assert t2i.load_heldout_samples("smoke", "07") is None
+
+    fig = t2i.generators_figure("smoke")
+    headers = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert [h.replace("\n", " ") for h in headers] == ["real render", *t2i.GENERATORS.values()]
+    marks = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert marks == ["not run"] * (2 * t2i.N_SHOWN)                   # 07 and 09, every row
+    assert len(fig.axes) == 5 * t2i.N_SHOWN
+    assert [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()] == [
+        images.wrap_title(c, 28) for c in prompts.captions[:t2i.N_SHOWN]]
+    fig.savefig(tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").stat().st_size > 0
+
+    other = prompts.subset(10)
+    other.captions = list(reversed(other.captions))
+    t2i.save_heldout_samples("smoke", "09", "model 09", fake["06"], other)
+    fig = t2i.generators_figure("smoke")
+    assert [t.get_text() for ax in fig.axes for t in ax.texts] == ["not run"] * t2i.N_SHOWN + ["other prompts"] * t2i.N_SHOWN
