@@ -88,6 +88,7 @@ def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncol: 
     ncol = max(1, min(ncol, n))
     nrow = math.ceil(n / ncol)
     width = _chars_per_line(scale * 0.95, fontsize)
+    titles = list(titles) + [""] * (n - len(titles)) if titles else None      # fewer titles than images: the rest blank
     wrapped = [wrap_title(t, width, title_lines) if t else "" for t in titles] if titles else None
     lines = [max([w.count("\n") + 1 for w in wrapped[r * ncol:(r + 1) * ncol] if w] or [0]) for r in range(nrow)] \
         if wrapped else [0] * nrow
