@@ -437,3 +437,24 @@ def test_heldout_samples_round_trip_and_the_generators_figure_marks_the_missing(
     t2i.save_heldout_samples("smoke", "09", "model 09", fake["06"], other)
     fig = t2i.generators_figure("smoke")
     assert [t.get_text() for ax in fig.axes for t in ax.texts] == ["not run"] * t2i.N_SHOWN + ["other prompts"] * t2i.N_SHOWN
+
+
+def test_image_grid_titles_are_wrapped_and_never_overlap():
+    """16 images with 40–90-character captions, 8 per row (06's held-out grid): every title is cut to
+    three lines and no two titles' boxes intersect once drawn; labelled rows name generated and real."""
+    x = torch.zeros(16, 3, 32, 32, dtype=torch.uint8)
+    caps = [("a black-haired person in a green shirt is running by a frisbee near a girl dressed in pink")[:40 + 3 * i]
+            for i in range(16)]
+    for fig in (images.image_grid(x, caps, ncol=8),
+                images.labelled_rows_grid({"generated": x, "real": x}, caps, ncol=8)):
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        boxes = [ax.title.get_window_extent(r) for ax in fig.axes if ax.get_title()]
+        assert len(boxes) == 16 and all(ax.get_title().count("\n") <= 2 for ax in fig.axes)
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+        # and no title runs into the image above it
+        for ax in fig.axes:
+            if ax.get_title():
+                assert not any(ax.title.get_window_extent(r).overlaps(o.get_window_extent(r))
+                               for o in fig.axes if o is not ax)
+    assert [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()] == ["generated", "real"] * 2
