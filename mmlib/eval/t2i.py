@@ -31,7 +31,9 @@ Typical use in a T2I notebook (API kept small on purpose)::
     samples, cost = t2i.sample_sets(lambda p: my_sampler(p.captions, seed=p.seed), sets,
                                     batch_size=32, steps=25, guidance=4.0)
     row = t2i.evaluate(profile, "06", "pixel diffusion", oracle, samples, sets, cost)
-    # -> saves result 't2i_eval_06' and rebuilds the shared tables (rows 06–09)
+    # -> saves result 't2i_eval_06' and rebuilds the shared tables (rows 06–09); keeps the first 8
+    #    held-out samples in runs/<profile>/06/heldout_samples.safetensors
+    fig = t2i.generators_figure(profile)               # 09: real render, 06, 07, 08, 09 side by side
 
 Images everywhere are uint8 tensors (N, 3, H, W), as ``mmlib.data.images`` returns them; other sizes
 are resized to the oracle's resolution. This module never imports a model of the study.
