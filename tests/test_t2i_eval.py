@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmlib import claims, results
+from mmlib import claims, images, results
 from mmlib import data as mdata
 from mmlib.data import world
 from mmlib.eval import frechet, oracle, style, t2i, t2i_fidelity, t2i_prompts, t2i_tables
@@ -419,3 +419,61 @@ def test_round_trip_through_an_autoencoder_is_scored_like_the_real_renders(train
     lost = t2i_fidelity.roundtrip_rows("smoke", model, prompts, flat, RES)
     value = lambda s: float(s.split(" [")[0])  # noqa: E731
     assert value(lost[-1]["round trip"]) < value(lost[-1]["real render"]) - 20
+# ----------------------------------------------------------------------------- the generators side by side
+
+
+def test_heldout_samples_round_trip_and_the_generators_figure_marks_the_missing(monkeypatch, tmp_path):
+    """Fake uint8 samples of two generators (06 at 16 px, 08 at 32 px) on the first smoke held-out
+    prompts: the saved file round-trips, and the figure has the real column, both generators and an
+    empty 'not run' column for each of 07 and 09; a generator saved for other prompts is marked so."""
+    monkeypatch.setattr(t2i, "run_dir", lambda profile, nb: tmp_path / profile / nb)
+    prompts = t2i_prompts.heldout_prompts("smoke", n=10)
+    g = torch.Generator().manual_seed(0)
+    fake = {"06": torch.randint(0, 256, (10, 3, 16, 16), dtype=torch.uint8, generator=g),
+            "08": torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8, generator=g)}
+    for nb, x in fake.items():
+        path = t2i.save_heldout_samples("smoke", nb, f"model {nb}", x, prompts)
+        assert path == tmp_path / "smoke" / nb / t2i.SAMPLES_FILE and not list(path.parent.glob(".*"))
+    back = t2i.load_heldout_samples("smoke", "08")
+    assert torch.equal(back["images"], fake["08"][:t2i.N_SHOWN]) and back["images"].dtype == torch.uint8
+    assert back["captions"] == prompts.captions[:t2i.N_SHOWN] and back["model"] == "model 08"
+    assert torch.equal(back["real"], prompts.subset(t2i.N_SHOWN).real_images(32))
+    assert t2i.load_heldout_samples("smoke", "07") is None
+
+    fig = t2i.generators_figure("smoke")
+    headers = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert [h.replace("\n", " ") for h in headers] == ["real render", *t2i.GENERATORS.values()]
+    marks = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert marks == ["not run"] * (2 * t2i.N_SHOWN)                   # 07 and 09, every row
+    assert len(fig.axes) == 5 * t2i.N_SHOWN
+    assert [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()] == [
+        images.wrap_title(c, 28) for c in prompts.captions[:t2i.N_SHOWN]]
+    fig.savefig(tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").stat().st_size > 0
+
+    other = prompts.subset(10)
+    other.captions = list(reversed(other.captions))
+    t2i.save_heldout_samples("smoke", "09", "model 09", fake["06"], other)
+    fig = t2i.generators_figure("smoke")
+    assert [t.get_text() for ax in fig.axes for t in ax.texts] == ["not run"] * t2i.N_SHOWN + ["other prompts"] * t2i.N_SHOWN
+
+
+def test_image_grid_titles_are_wrapped_and_never_overlap():
+    """16 images with 40–90-character captions, 8 per row (06's held-out grid): every title is cut to
+    three lines and no two titles' boxes intersect once drawn; labelled rows name generated and real."""
+    x = torch.zeros(16, 3, 32, 32, dtype=torch.uint8)
+    caps = [("a black-haired person in a green shirt is running by a frisbee near a girl dressed in pink")[:40 + 3 * i]
+            for i in range(16)]
+    for fig in (images.image_grid(x, caps, ncol=8),
+                images.labelled_rows_grid({"generated": x, "real": x}, caps, ncol=8)):
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        boxes = [ax.title.get_window_extent(r) for ax in fig.axes if ax.get_title()]
+        assert len(boxes) == 16 and all(ax.get_title().count("\n") <= 2 for ax in fig.axes)
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+        # and no title runs into the image above it
+        for ax in fig.axes:
+            if ax.get_title():
+                assert not any(ax.title.get_window_extent(r).overlaps(o.get_window_extent(r))
+                               for o in fig.axes if o is not ax)
+    assert [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()] == ["generated", "real"] * 2

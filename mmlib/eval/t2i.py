@@ -31,7 +31,9 @@ Typical use in a T2I notebook (API kept small on purpose)::
     samples, cost = t2i.sample_sets(lambda p: my_sampler(p.captions, seed=p.seed), sets,
                                     batch_size=32, steps=25, guidance=4.0)
     row = t2i.evaluate(profile, "06", "pixel diffusion", oracle, samples, sets, cost)
-    # -> saves result 't2i_eval_06' and rebuilds the shared tables (rows 06–09)
+    # -> saves result 't2i_eval_06' and rebuilds the shared tables (rows 06–09); keeps the first 8
+    #    held-out samples in runs/<profile>/06/heldout_samples.safetensors
+    fig = t2i.generators_figure(profile)               # 09: real render, 06, 07, 08, 09 side by side
 
 Images everywhere are uint8 tensors (N, 3, H, W), as ``mmlib.data.images`` returns them; other sizes
 are resized to the oracle's resolution. This module never imports a model of the study.
@@ -43,11 +45,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
-from .. import results
+from .. import ckpt, results
+from ..images import columns_grid
 from ..paths import run_dir
 from . import frechet
 from .oracle import READABLE_MARGIN, AttributeOracle, result_key
@@ -179,6 +184,8 @@ def evaluate(profile: str, notebook: str, model_name: str, model: AttributeOracl
     row["headline"] = {name: headline(rec) for name, rec in row["sets"].items()}
     results.save(profile, row_key(notebook), row)
     tables(profile)
+    if "heldout" in samples and "heldout" in sets:
+        save_heldout_samples(profile, notebook, model_name, samples["heldout"], sets["heldout"])
     return row
 
 
@@ -207,3 +214,70 @@ def summary_lines(row: dict) -> list[str]:
                      f"mean image {fmt(fid['mean_image']['macro'])}; "
                      f"model − prior {fmt(s['model_minus_prior'])} points); " + fd)
     return lines
+
+
+# ----------------------------------------------------------------------------- the generators side by side
+
+GENERATORS = {"06": "06 pixel diffusion", "07": "07 latent diffusion", "08": "08 SDXL LoRA", "09": "09 Infinity"}
+N_SHOWN = 8                 # held-out prompts kept per generator for the side-by-side figure
+MAX_SHOWN_PX = 256          # larger samples (SDXL in ``paper``) are kept downscaled to this side
+SAMPLES_FILE = "heldout_samples.safetensors"
+
+
+def samples_path(profile: str, notebook: str) -> Path:
+    """``runs/<profile>/<notebook>/heldout_samples.safetensors``: the notebook's first held-out samples."""
+    return run_dir(profile, notebook) / SAMPLES_FILE
+
+
+def _shrink(x: torch.Tensor) -> torch.Tensor:
+    if x.shape[-1] <= MAX_SHOWN_PX:
+        return x.to(torch.uint8)
+    return F.interpolate(x.float(), size=(MAX_SHOWN_PX, MAX_SHOWN_PX), mode="area").round().clamp(0, 255).to(torch.uint8)
+
+
+def save_heldout_samples(profile: str, notebook: str, model_name: str, samples: torch.Tensor, prompts: Prompts,
+                         n: int = N_SHOWN) -> Path:
+    """Keep the first ``n`` held-out samples (uint8) with their prompts and real renders (safetensors,
+    written atomically; called by ``evaluate``), for ``generators_figure`` of a later notebook."""
+    k = min(n, len(samples), len(prompts))
+    sub = prompts.subset(k)
+    meta = {"notebook": notebook, "model": model_name, "set": prompts.name, "seed": prompts.seed,
+            "captions": sub.captions, "generated_px": samples.shape[-1]}
+    return ckpt.save_weights(samples_path(profile, notebook),
+                             {"images": _shrink(samples[:k]), "real": _shrink(sub.real_images(samples.shape[-1]))},
+                             meta)
+
+
+def load_heldout_samples(profile: str, notebook: str) -> dict | None:
+    """What ``save_heldout_samples`` kept for ``notebook``: ``{"images", "real", "captions", "model", ...}``,
+    or None when that notebook has not been scored in ``profile``."""
+    path = samples_path(profile, notebook)
+    if not path.exists():
+        return None
+    return {**ckpt.read_config(path), **ckpt.load_weights(path)}
+
+
+def generators_figure(profile: str, generators: dict[str, str] | None = None, n: int = N_SHOWN,
+                      missing: str = "not run"):
+    """The generators side by side on the same held-out prompts: one row per prompt (the caption wrapped
+    at the left), columns the real render, then every notebook of ``generators`` (default
+    ``GENERATORS``: 06–09) from its saved samples. A notebook without saved samples gets an empty column
+    marked ``missing``; one whose samples were drawn for other prompts (an older prompt set) is marked so."""
+    generators = generators or GENERATORS
+    saved = {nb: load_heldout_samples(profile, nb) for nb in generators}
+    present = [s for s in saved.values() if s is not None]
+    if not present:
+        raise FileNotFoundError(f"no held-out samples saved in profile {profile!r} by any of {sorted(generators)}: "
+                                "run a text-to-image notebook first")
+    ref = max(present, key=lambda s: s["real"].shape[-1])       # the real renders at the largest resolution
+    captions = list(ref["captions"][:n])
+    columns: dict[str, torch.Tensor | str | None] = {"real render": ref["real"][:n]}
+    for nb, label in generators.items():
+        s = saved[nb]
+        if s is None:
+            columns[label] = None
+        elif list(s["captions"][:n]) != captions:
+            columns[label] = "other prompts"
+        else:
+            columns[label] = s["images"][:n]
+    return columns_grid(columns, captions, missing=missing)

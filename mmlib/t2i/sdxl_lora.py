@@ -27,19 +27,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from PIL import Image
 from torch import nn
 
-from .. import ckpt, device, profiles, results, train
+from .. import ckpt, device, images, profiles, results, train
 from .. import data as mdata
 from ..data import flickr8k, world
 from ..eval import frechet, style, t2i
@@ -463,23 +461,6 @@ def style_summary(ev: dict) -> dict:
 
 
 def columns_grid(columns: dict[str, torch.Tensor], row_titles: Sequence[str] | None = None, scale: float = 1.2):
-    """Matplotlib figure: one column per entry of ``columns`` (uint8 (N, 3, H, W) each), one row per image."""
-    names = list(columns)
-    n = len(next(iter(columns.values())))
-    fig, axes = plt.subplots(n, len(names), figsize=(scale * len(names) + (2.6 if row_titles else 0), scale * n),
-                             squeeze=False)
-    for j, name in enumerate(names):
-        for i in range(n):
-            ax = axes[i, j]
-            ax.imshow(columns[name][i].permute(1, 2, 0).numpy(), interpolation="nearest")
-            ax.set_xticks([]), ax.set_yticks([])
-            if i == 0:
-                ax.set_title(name, fontsize=8)
-            if j == 0 and row_titles:
-                ax.set_ylabel("\n".join(_wrap(row_titles[i], 28)), fontsize=6, rotation=0, ha="right", va="center")
-    fig.tight_layout()
-    return fig
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    return textwrap.wrap(text, width)[:3]
+    """Matplotlib figure: one column per entry of ``columns`` (uint8 (N, 3, H, W) each), one row per image
+    (``mmlib.images.columns_grid``: headers and row titles wrapped, nothing overlaps)."""
+    return images.columns_grid(columns, row_titles, scale=scale)
