@@ -49,10 +49,11 @@ def val_scenes(split: data.Split) -> list[dict]:
     return _scenes(split.folder, tuple(n for n, _ in split.val))
 
 
-def _facts(captions: list[str], scenes: list[dict], n_boot: int) -> dict:
-    """The fact fields of a row: micro precision / recall / F1 / false share with intervals, F1 per attribute."""
+def _facts(captions: list[str], scenes: list[dict], n_boot: int, per_image: int = 1) -> dict:
+    """The fact fields of a row: micro precision / recall / F1 / false share with intervals, F1 per attribute;
+    ``per_image`` consecutive captions per image (the human references) are resampled together, by image."""
     facts = scene_facts.score(captions, scenes)
-    return {"facts": {k: iv.as_dict() for k, iv in facts.intervals(n_boot).items()},
+    return {"facts": {k: iv.as_dict() for k, iv in facts.intervals(n_boot, per_image=per_image).items()},
             "by_attribute": {r["attribute"]: r["f1"] for r in facts.rows()}}
 
 
@@ -86,7 +87,8 @@ def calibration(split: data.Split, human_ceiling: dict | None = None, n_boot: in
 def human_row(split: data.Split, human_ceiling: dict, n_boot: int = N_BOOT) -> dict:
     """The human references: the leave-one-out BLEU-4 / CIDEr-D of ``human_ceiling`` (each reference
     against the other four, averaged over which one is held out) and, on world8k, the facts of all
-    five references of every image."""
+    five references of every image, bootstrapped by image (the five captions of an image resampled together,
+    the same resamples as every model row)."""
     refs = split.refs("val")
     row = {"label": "human references (leave-one-out)", "n": len(refs),
            "distinct": len({c for cs in refs.values() for c in cs}),
@@ -94,7 +96,7 @@ def human_row(split: data.Split, human_ceiling: dict, n_boot: int = N_BOOT) -> d
     if has_scenes(split):
         k = min(len(cs) for cs in refs.values())
         caps = [refs[n][j] for n, _ in split.val for j in range(k)]
-        row.update(_facts(caps, [s for s in val_scenes(split) for _ in range(k)], n_boot))
+        row.update(_facts(caps, [s for s in val_scenes(split) for _ in range(k)], n_boot, per_image=k))
     return row
 
 
