@@ -371,6 +371,10 @@ def test_claim_2_2_judges_the_size_of_the_speed_up(runs):
     results.save("cpu", "infinity_speed", {**sp, "ratio_vs_06": 3.0, "ratio_vs_07": 2.5})
     assert verdict("cpu", "2.2").startswith(claims.HOLDS)
     results.save("cpu", "infinity_speed", {**sp, "ratio_vs_06": 22.5, "ratio_vs_07": 14.9})   # direction, not size
+    assert verdict("cpu", "2.2") == "faster than claimed (22×, 15×, outside 1.8×–7.2×) on world8k"
+    results.save("cpu", "infinity_speed", {**sp, "ratio_vs_06": 1.2, "ratio_vs_07": 1.1})
+    assert verdict("cpu", "2.2").startswith("slower than claimed (1×, 1×,")
+    results.save("cpu", "infinity_speed", {**sp, "ratio_vs_06": 3.0, "ratio_vs_07": 14.9})   # one inside, one not
     assert verdict("cpu", "2.2").startswith(claims.FAILS)
     results.save("cpu", "infinity_speed", {**sp, "ratio_vs_06": 3.0, "diffusion_steps_override": 2})
     assert verdict("cpu", "2.2").startswith(claims.NOT_TESTABLE)
