@@ -1,9 +1,13 @@
 """The captioning verdicts (C1–C3) on synthetic saved results: holds, does not hold, not separable,
 not testable (with the failed precondition named) and not run."""
+import json
+
 import numpy as np
 import pytest
 
 from mmlib import claims, claims_captioning, results
+from mmlib import data as mdata
+from mmlib.captioning import truth
 from mmlib import verdicts as verdicts_mod
 from mmlib.eval.bootstrap import Interval
 
@@ -148,3 +152,26 @@ def test_a_margin_inside_the_stated_spread_needs_seeds(monkeypatch, runs):
     monkeypatch.setitem(claims_captioning.SPREAD, "BLEU", (2.0, "seeds 0–2"))
     v = verdicts("1.3.3 (2)")["1.3.3 (2) [BLEU]"]
     assert v.startswith(verdicts_mod.NEEDS_SEEDS) and "holds by" in v and "seeds 0–2" in v
+
+
+def test_model_rows_save_per_image_sums_that_pair_two_rows(tmp_path):
+    """truth.per_image (what score_row saves for model rows) feeds the paired test, in split.val order."""
+    scenes = [{"background": "park", "category": "person", "subject": "man", "count": 1, "clothing_colour": "red",
+               "garment": "top", "hair_colour": "black", "action": "running", "ball": False, "object": "none",
+               "second_subject": "none"},
+              {"background": "beach", "category": "dog", "subject": "dog", "count": 1, "dog_colour": "brown",
+               "action": "catching", "ball": True, "ball_colour": "red", "object": "none", "second_subject": "none"}]
+    names = [f"w{i}.jpg" for i in range(40)]
+    (tmp_path / "scenes.jsonl").write_text("".join(
+        json.dumps({"image": n, "attributes": scenes[i % 2], "captions": []}) + "\n" for i, n in enumerate(names)))
+    refs = {n: ["a man in a red shirt runs in the park ." if i % 2 == 0 else "a brown dog catches a red ball ."] * 5
+            for i, n in enumerate(names)}
+    split = mdata.Split(folder=tmp_path, train=[], val=[(n, refs[n]) for n in names], source="world8k")
+    good = {n: refs[n][0] for n in names}
+    bad = {n: "a dog runs on the grass ." for n in names}
+    a = {"per_image": truth.per_image(dict(reversed(list(good.items()))), split, refs)}   # any dict order
+    b = {"per_image": truth.per_image(bad, split, refs)}
+    assert a["per_image"]["images"] == [40, "w0.jpg", "w39.jpg"] and len(a["per_image"]["facts"]) == 40
+    for metric in ("BLEU", "F1"):
+        d = claims_captioning.paired_difference(a, b, metric)
+        assert d is not None and d.lo > 0, metric
