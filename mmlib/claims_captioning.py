@@ -82,13 +82,15 @@ def stopped_by_budget(profile: str, row: int) -> str | None:
         return None
     falling = len(hist) >= 2 and hist[-1]["val_loss"] < hist[-2]["val_loss"]
     if best >= cap and (falling or not hist):
-        loss = (f" (validation loss {hist[-2]['val_loss']:.3f} → {hist[-1]['val_loss']:.3f} over its last "
-                f"{hist[-1]['step'] - hist[-2]['step']} steps)" if falling else "")
+        loss = (f", validation loss still falling ({hist[-2]['val_loss']:.3f} → {hist[-1]['val_loss']:.3f} over "
+                f"its last {hist[-1]['step'] - hist[-2]['step']} steps)" if falling else "")
         return f"row {row} stopped by the budget at step {cap}{loss}"
     return None
 
 
 def _word(v) -> str:
+    if isinstance(v, NotTestable):
+        return "not testable (budget)"
     return "above" if v is True else "below" if v is False else "not separable"
 
 
@@ -122,8 +124,7 @@ def caption_claim(profile: str, better: int, worse: list[int], metric: str,
                 v = NotTestable(why)
         pairs[w] = v
     if len(worse) > 1 or notes:
-        text += " — row " + str(better) + " " + ", ".join(
-            f"{_word(v) if not isinstance(v, NotTestable) else 'not testable'} row {w}" for w, v in pairs.items())
+        text += f" — row {better} vs " + "; ".join(f"row {w}: {_word(v)}" for w, v in pairs.items())
         text += f" ({'paired differences: ' + '; '.join(notes) if notes else 'interval overlap'})"
     verdicts = list(pairs.values())
     if any(isinstance(v, NotTestable) for v in verdicts):

@@ -126,7 +126,7 @@ def test_a_row_stopped_by_its_step_budget_makes_a_lost_comparison_not_testable(r
     row = next(r for r in claims.check("cpu") if r["§"] == "1.3.3 [BLEU]")
     assert row["verdict"].startswith(claims.NOT_TESTABLE)
     assert "row 4 stopped by the budget at step 250" in row["verdict"]
-    assert "above row 3" in row["ours"] and "not testable row 1" in row["ours"]
+    assert "row 3: above" in row["ours"] and "row 1: not testable (budget)" in row["ours"]
     save_row("05", 40.0, 0.7)                                          # it wins anyway: the verdict stands
     assert verdicts("1.3.3 [")["1.3.3 [BLEU]"] == "holds on world8k"
     results.save("cpu", "05_training", {"stage1_init": "text_encoder", "best_step": 200, "max_steps": 250,
