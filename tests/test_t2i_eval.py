@@ -385,6 +385,17 @@ def test_claim_2_4_is_judged_against_the_strongest_baseline(runs):
     assert "strongest baseline, majority value" in ours
 
 
+def test_claim_2_4_inside_the_stated_run_to_run_spread_needs_seeds(runs):
+    rec = saved_set(60, 25)
+    f = rec["fidelity"]
+    f["model"]["macro"], f["prior"]["macro"] = iv(0.38, 0.333, 0.433), iv(0.279, 0.243, 0.315)
+    f["mean_image"]["macro"], f["majority"]["macro"] = iv(0.25, 0.21, 0.29), iv(0.2, 0.15, 0.25)
+    save_row("07", {"heldout": rec})
+    v = verdict("cpu", "2.4")
+    assert v.startswith("inside run-to-run spread: needs seeds") and "this run: holds by 1.8 points" in v
+    assert "less than the spread 3.4 points" in v
+
+
 def test_claim_2_3_binomial_test_with_a_readability_precondition(runs):
     cw = {"clothing_colour": 0.27, "chance": 0.125, "p_value": 5e-6, "n": 128, "samples_per_colour": 16,
           "readable": True, "interval": iv(0.27, 0.2, 0.35, 128)}
