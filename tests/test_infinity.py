@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mmlib import train
-from mmlib.t2i.infinity import sampling
+from mmlib.t2i.infinity import sampling, speed
 from mmlib.t2i.infinity import text as textenc
 from mmlib.t2i.infinity.bsq import BSQ, bits_to_codes, bsq, codes_to_bits
 from mmlib.t2i.infinity.tokenizer import (
@@ -278,3 +278,10 @@ def test_settings_take_every_profile_key_by_name(profile):
             assert getattr(s, key) == (tuple(value) if isinstance(value, list) else value), key
     assert (s.transformer.bits, s.transformer.scales) == (s.tokenizer.bits, s.tokenizer.scales)
     assert pipeline.settings(profile, flip_prob=0.0).flip_prob == 0.0
+
+
+def test_speed_is_timed_over_three_calls_after_a_warm_up():
+    calls = []
+    speeds = speed.timed(lambda b: calls.append(b), batch_size=4)
+    assert len(calls) == 1 + speed.REPEATS == 4 and len(speeds) == speed.REPEATS >= 3
+    assert all(v > 0 for v in speeds)

@@ -189,3 +189,18 @@ def test_world_scenes_reads_attributes_in_order(tmp_path):
                for i, a in enumerate([PERSON_SCENE, DOG_SCENE])]
     (tmp_path / "scenes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert world_scenes(tmp_path, ["w1.jpg", "w0.jpg"]) == [DOG_SCENE, PERSON_SCENE]
+
+
+def test_several_captions_per_image_are_resampled_by_image():
+    """The human row: five captions of one image are one bootstrap unit (n = images, not captions)."""
+    scenes = [PERSON_SCENE, DOG_SCENE] * 20
+    caps = [c for c in CAPTIONS for _ in range(5)] * 20          # 5 captions per image, consecutive
+    s = score(caps, [sc for sc in scenes for _ in range(5)])
+    by_image, by_caption = s.intervals(n_boot=200, per_image=5), s.intervals(n_boot=200)
+    assert by_image["f1"].n == 40 and by_caption["f1"].n == 200
+    for name in ("precision", "recall", "f1", "false_share"):
+        assert by_image[name].value == pytest.approx(by_caption[name].value)
+        # identical captions per image: resampling captions understates the spread
+        assert by_image[name].hi - by_image[name].lo > by_caption[name].hi - by_caption[name].lo
+    with pytest.raises(ValueError, match="not 5 per image"):
+        score(caps[:-1], [sc for sc in scenes for _ in range(5)][:-1]).intervals(n_boot=10, per_image=5)

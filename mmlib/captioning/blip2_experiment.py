@@ -153,7 +153,8 @@ def loss_figure(history: list[dict], keys=("itc", "itm", "itg"), title: str = "B
     for ax, k in zip(axes[0], keys):
         ax.plot(steps, [h[k] for h in history], label="training")
         ax.set_title(k.upper() if k != "loss" else "caption loss")
-        ax.set_xlabel("step")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("loss (nats, cross-entropy)" if k != "itc" else "loss (nats, InfoNCE)")
         ax.grid(alpha=0.3)
     if val_history:
         axes[0][0].plot([v["step"] for v in val_history], [v["val_loss"] for v in val_history], "o-", label="validation")

@@ -241,8 +241,9 @@ def save_table2(profile: str, kind: str, feats: Features, scores: dict[str, dict
 
 
 def example_figure(split: data.Split, hyps: dict[str, str], others: dict[str, dict[str, str]], n: int = 6,
-                   size: int = 128):
-    """Validation images with the generated caption(s) and two references."""
+                   size: int = 128, label: str = "model"):
+    """Validation images with the generated caption(s) and two references; ``label`` names the row
+    whose captions ``hyps`` are (e.g. "row 4"), each key of ``others`` names its own."""
     names = [nm for nm, _ in split.val[:n]]
     imgs = data.images(split.folder, names, size)
     refs = split.refs("val")
@@ -250,7 +251,7 @@ def example_figure(split: data.Split, hyps: dict[str, str], others: dict[str, di
     for ax, name, im in zip(axes, names, imgs):
         ax.imshow(im.permute(1, 2, 0).numpy())
         ax.axis("off")
-        lines = [f"ours: {hyps[name]}"] + [f"{k}: {v[name]}" for k, v in others.items()]
+        lines = [f"{label}: {hyps[name]}"] + [f"{k}: {v[name]}" for k, v in others.items()]
         lines += [f"ref: {r}" for r in refs[name][:2]]
         ax.set_title("\n".join(_wrap(s) for s in lines), fontsize=7, loc="left")
     fig.tight_layout()
@@ -281,14 +282,19 @@ def attention_figure(model: XAttnCaptioner, vocab: Vocab, split: data.Split, fea
     fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
+    vmax = float(maps[:, skip_tokens:].max())          # one colour scale for every word: weights comparable
+    shown = None
     for t, w in enumerate(words):
         att = maps[t, skip_tokens:].reshape(g, g).numpy()
         ax = axes.flat[t]
         ax.imshow(img)
-        ax.imshow(np.kron(att / att.max(), np.ones((size // g, size // g))), alpha=0.55, cmap="jet",
-                  extent=(0, size, size, 0))
+        shown = ax.imshow(np.kron(att, np.ones((size // g, size // g))), alpha=0.55, cmap="jet", vmin=0.0,
+                          vmax=vmax, extent=(0, size, size, 0))
         extra = f" (CLS {100 * maps[t, :skip_tokens].sum():.0f}%)" if skip_tokens else ""
         ax.set_title(f"{w}{extra}", fontsize=8)
     fig.suptitle("cross-attention of each generated word over the image grid", fontsize=9)
     fig.tight_layout()
+    fig.subplots_adjust(right=0.9)
+    cbar = fig.colorbar(shown, cax=fig.add_axes([0.92, 0.15, 0.012, 0.7]))
+    cbar.set_label("attention weight on the cell (mean over heads and layers)", fontsize=7)
     return fig

@@ -273,13 +273,22 @@ class FactScores:
         """Precision, recall, F1 pooled over all attributes and images."""
         return self._prf(self.true.sum(), self.false.sum(), self.statable.sum())
 
-    def intervals(self, n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Interval]:
-        """Bootstrap intervals (resampling images) of micro precision, recall, F1 and false share."""
+    def intervals(self, n_boot: int = N_BOOT, seed: int = 0, per_image: int = 1) -> dict[str, Interval]:
+        """Bootstrap intervals (resampling images) of micro precision, recall, F1 and false share.
+
+        ``per_image`` > 1: the rows are ``per_image`` consecutive captions of each image (the five human
+        references); their counts are summed per image so that images, not captions, are resampled."""
         t, f, s = (x.sum(1).astype(np.float64) for x in (self.true, self.false, self.statable))
+        bad = (f > 0).astype(np.float64)
+        if per_image > 1:
+            if len(t) % per_image:
+                raise ValueError(f"{len(t)} captions are not {per_image} per image")
+            t, f, s, bad = (x.reshape(-1, per_image).sum(1) for x in (t, f, s, bad))
         return {"precision": ratio_interval(t, t + f, n_boot, seed),
                 "recall": ratio_interval(t, s, n_boot, seed),
                 "f1": interval(lambda w: self._prf(w @ t, w @ f, w @ s)[2], len(t), n_boot, seed),
-                "false_share": mean_interval(f > 0, n_boot, seed)}
+                "false_share": (mean_interval(bad, n_boot, seed) if per_image == 1 else
+                                ratio_interval(bad, np.full(len(bad), float(per_image)), n_boot, seed))}
 
     def rows(self) -> list[dict]:
         """One row per attribute, then the micro row ``"all"`` (with the false share); undefined

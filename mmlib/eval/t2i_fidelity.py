@@ -2,10 +2,15 @@
 
 Per attribute: the share of the prompts stating it whose generated image the attribute oracle
 (``mmlib.eval.oracle``) reads as the stated value; overall: the *macro* average over the oracle's
-readable attributes stated by at least ``MIN_STATED`` prompts of the set. Three reference rows on the
+readable attributes stated by at least ``MIN_STATED`` prompts of the set. Four reference rows on the
 same prompts (``references``): the **ceiling** (the real render of the prompt's scene), the **prior
 baseline** (the real render of a random *other* prompt's scene: what a generator that ignores the
-text but draws perfect scenes scores) and the **mean image** (one constant image for every prompt).
+text but draws perfect scenes scores, in expectation the collision rate Σp² of each attribute), the
+**mean image** (one constant image for every prompt) and the **majority** row (every attribute shown
+at its most frequent value among the set's prompts, read perfectly: a text-blind generator's best
+constant guess, ``majority_fidelity``). A claim is judged against the strongest of the three
+baselines. Readability is decided per prompt set too (``readable_on_set``): an attribute whose
+ceiling does not beat the mean image and the majority row on the set is left out of its macro average.
 
 Every number carries a 95 % bootstrap interval over prompts (``mmlib.eval.bootstrap``); all rows of
 one prompt set are resampled alike (same seed), so they are paired (``difference_interval``).
@@ -13,7 +18,8 @@ Claim 2.3's colour-word test (``colour_words``) scores 06's "a girl in a <colour
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -110,11 +116,26 @@ def derangement(n: int, seed: int = EVAL_SEED) -> np.ndarray:
 
 
 _REFERENCES: dict[tuple, dict] = {}
+BASELINES = ("prior", "mean_image", "majority")     # the text-blind rows a model must beat
+
+
+def majority_fidelity(model: AttributeOracle, stated: Sequence[dict], over: Sequence[str] | None = None,
+                      min_stated: int = MIN_STATED) -> Fidelity:
+    """The majority row: each stated attribute shown at its modal value among ``stated`` (the set's prompts)
+    and read perfectly; a hit where the prompt states that value. No image and no oracle are involved."""
+    names = list(model.names)
+    modes = {a: Counter(s[a] for s in stated if a in s).most_common(1)[0][0]
+             for a in names if any(a in s for s in stated)}
+    has = np.array([[float(a in s) for a in names] for s in stated]).reshape(len(stated), len(names))
+    hit = np.array([[float(a in s and s[a] == modes[a]) for a in names] for s in stated]).reshape(has.shape)
+    wanted = model.readable if over is None else over
+    macro = [a for a in names if a in wanted and has[:, names.index(a)].sum() >= min_stated]
+    return Fidelity(names, hit, has, macro)
 
 
 def references(profile: str, model: AttributeOracle, prompts: Prompts) -> dict[str, Fidelity]:
-    """The three reference rows of ``prompts`` (memoised per process): ceiling, prior baseline and
-    mean image, as ``Fidelity``."""
+    """The four reference rows of ``prompts`` (memoised per process): ceiling, prior baseline, mean image
+    and majority, as ``Fidelity``."""
     key = (profile, prompts.name, model.resolution, tuple(prompts.captions), tuple(model.readable))
     if key not in _REFERENCES:
         r = model.resolution
@@ -123,16 +144,39 @@ def references(profile: str, model: AttributeOracle, prompts: Prompts) -> dict[s
         _REFERENCES[key] = {name: prompt_fidelity(model, imgs, prompts.stated) for name, imgs in
                             (("ceiling", real), ("prior", real[derangement(len(prompts), prompts.seed)]),
                              ("mean_image", trivial))}
+        _REFERENCES[key]["majority"] = majority_fidelity(model, prompts.stated)
     return _REFERENCES[key]
+
+
+def readable_on_set(refs: dict[str, Fidelity]) -> list[str]:
+    """The ceiling's macro attributes whose ceiling score on this prompt set beats both the mean image's and
+    the majority row's: an attribute the real renders cannot show better than a constant is not readable here."""
+    ceiling = refs["ceiling"].per_attribute
+    floors = [refs[k].per_attribute for k in ("mean_image", "majority") if k in refs]
+    return [a for a in refs["ceiling"].macro_attributes if all(ceiling[a] > f.get(a, 0.0) for f in floors)]
+
+
+def strongest(refs: dict[str, Fidelity]) -> str | None:
+    """The baseline row (``BASELINES``) with the highest macro fidelity; None when none has one."""
+    scored = {k: refs[k].macro for k in BASELINES if k in refs and refs[k].macro is not None}
+    return max(scored, key=scored.get) if scored else None
 
 
 def fidelity_record(model_fid: Fidelity, refs: dict[str, Fidelity], seed: int = EVAL_SEED) -> dict:
     """The fidelity part of a prompt set's record: the model and the reference rows as interval dicts
-    (all resampled with ``seed``), the paired model − prior difference, the macro attributes, counts."""
+    (all resampled with ``seed``) over the attributes readable on this set (``readable_on_set``), the paired
+    model − prior and model − strongest-baseline differences, the macro attributes, counts."""
+    attrs = [a for a in readable_on_set(refs) if a in model_fid.macro_attributes]
+    dropped = [a for a in model_fid.macro_attributes if a not in attrs]
+    model_fid = replace(model_fid, macro_attributes=attrs)
+    refs = {k: replace(f, macro_attributes=attrs) for k, f in refs.items()}
+    best = strongest(refs)
     diff = difference_interval(model_fid, refs["prior"], seed)
+    diff_best = difference_interval(model_fid, refs[best], seed) if best else None
     return {"fidelity": {"model": model_fid.as_dict(seed), **{k: f.as_dict(seed) for k, f in refs.items()}},
-            "model_minus_prior": diff.as_dict() if diff else None, "attributes": model_fid.macro_attributes,
-            "counts": model_fid.counts}
+            "model_minus_prior": diff.as_dict() if diff else None, "strongest_baseline": best,
+            "model_minus_strongest": diff_best.as_dict() if diff_best else None, "attributes": attrs,
+            "not_readable_on_set": dropped, "counts": model_fid.counts}
 
 
 # ----------------------------------------------------------------------------- claim 2.3's experiment

@@ -18,7 +18,8 @@ ROW_NOTEBOOKS = ("06", "07", "08", "09")
 HEADLINE_ATTRS = ("background", "subject", "clothing_colour", "dog_colour", "count")   # always in a headline
 REFERENCE_ROWS = {"ceiling": "real render of the prompt's scene (ceiling)",
                   "prior": "real render of another prompt's scene (prior baseline)",
-                  "mean_image": "mean training image"}
+                  "mean_image": "mean training image",
+                  "majority": "majority value of every attribute, read perfectly (text-blind best guess)"}
 
 
 def row_key(notebook: str) -> str:
@@ -37,11 +38,15 @@ def headline(record: dict) -> dict:
     macro = lambda k: fmt(f[k]["macro"]) if f else None                          # noqa: E731
     attr = lambda k, a: fmt(f[k]["per_attribute"].get(a)) if f else None         # noqa: E731
     return {"fidelity": macro("model"), "ceiling": macro("ceiling"), "prior": macro("prior"),
-            "mean_image": macro("mean_image"), "model_minus_prior": fmt(record["model_minus_prior"]),
+            "mean_image": macro("mean_image"), "majority": macro("majority") if f and f.get("majority") else None,
+            "strongest_baseline": record.get("strongest_baseline"),
+            "model_minus_strongest": fmt(record.get("model_minus_strongest")),
+            "model_minus_prior": fmt(record["model_minus_prior"]),
             "attributes": ", ".join(record["attributes"]) or None, "n": record["n_prompts"],
             "frechet": fmt(fd["model"], 1), "frechet_floor": fmt(fd["real_floor"], 1),
             "frechet_mean_image": fmt(fd["mean_image"], 1),
-            "per_attribute": {a: {k: attr(k, a) for k in ("model", "ceiling", "prior", "mean_image")}
+            "per_attribute": {a: {k: attr(k, a) if not f or f.get(k) else None
+                                  for k in ("model", "ceiling", "prior", "mean_image", "majority")}
                               for a in HEADLINE_ATTRS}}
 
 
@@ -65,17 +70,24 @@ def tables(profile: str) -> dict[str, list[dict]]:
         n = first["n_prompts"]
         if first["fidelity"] is not None:
             ref = first["fidelity"]
+            best = first.get("strongest_baseline")
             for k, label in REFERENCE_ROWS.items():
-                out["t2i_fidelity_table"].append({"prompts": name, "images": label, "n": n,
-                                                  "fidelity % [95 % CI]": fmt(ref[k]["macro"]),
-                                                  "− prior baseline (points)": None})
+                if ref.get(k):          # results saved before the majority row have three reference rows
+                    out["t2i_fidelity_table"].append({"prompts": name, "images": label + (" — strongest baseline"
+                                                      if k == best else ""), "n": n,
+                                                      "fidelity % [95 % CI]": fmt(ref[k]["macro"]),
+                                                      "− prior baseline (points)": None,
+                                                      "− strongest baseline (points)": None})
             for nb, s in scored.items():
                 out["t2i_fidelity_table"].append({"prompts": name, "images": f"{nb} {rows[nb]['model']}", "n": n,
                                                   "fidelity % [95 % CI]": fmt(s["fidelity"]["model"]["macro"]),
-                                                  "− prior baseline (points)": fmt(s["model_minus_prior"])})
+                                                  "− prior baseline (points)": fmt(s["model_minus_prior"]),
+                                                  "− strongest baseline (points)": fmt(s.get("model_minus_strongest"))})
             attrs = first["attributes"]
             cols = {"ceiling": (first_nb, "ceiling"), "prior baseline": (first_nb, "prior"),
-                    "mean image": (first_nb, "mean_image"), **{nb: (nb, "model") for nb in scored}}
+                    "mean image": (first_nb, "mean_image"),
+                    **({"majority": (first_nb, "majority")} if ref.get("majority") else {}),
+                    **{nb: (nb, "model") for nb in scored}}
             out[f"t2i_attributes_{name}"] = [
                 {"attribute": a, "prompts stating it": first["counts"][a],
                  **{col: fmt(scored[src]["fidelity"][k]["per_attribute"].get(a)) for col, (src, k) in cols.items()}}
@@ -102,8 +114,11 @@ def tables(profile: str) -> dict[str, list[dict]]:
         "t2i_fidelity_table": (
             f"Profile {profile}. Macro average over the attributes the oracle can read (accuracy above its majority "
             f"prior by more than {100 * READABLE_MARGIN:.0f} points) and at least {MIN_STATED} prompts state; 95 % "
-            "bootstrap intervals over prompts, every row of a prompt set resampled alike; '− prior baseline' is "
-            "the paired difference. Reference rows are the same for every model (same prompts, same oracle)."),
+            "bootstrap intervals over prompts, every row of a prompt set resampled alike; '− prior baseline' and "
+            "'− strongest baseline' are paired differences (the strongest of the prior, mean-image and majority "
+            "rows on that set). An attribute whose real renders score no better than the mean image or the "
+            "majority row on a set is not readable on that set and left out of its average. Reference rows are "
+            "the same for every model (same prompts, same oracle)."),
         "t2i_frechet_table": (
             f"Profile {profile}. Fréchet distance to the prompts' real renders in {frechet.FEATURES}; n images per "
             "set; the floor is the distance between two disjoint real sets of the same size (n ≪ 1280 dimensions "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import statistics
 import time
 from typing import Callable
 
@@ -32,16 +33,20 @@ from .sampling import generate
 from .transformer import Text
 
 Sampler = Callable[[int], torch.Tensor]     # batch size -> images
+REPEATS = 3                                 # timed calls per sampler; the median is reported
 
 
-def timed(sample: Sampler, batch_size: int, repeats: int = 1, warmup: bool = True) -> float:
-    """Images per second of ``sample`` at ``batch_size`` (after one warm-up call)."""
+def timed(sample: Sampler, batch_size: int, repeats: int = REPEATS, warmup: bool = True) -> list[float]:
+    """Images per second of ``sample`` at ``batch_size``, one value per timed call (after one warm-up
+    call); the speed reported is their median (``statistics.median``), robust to one slow call."""
     if warmup:
         sample(batch_size)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
+    speeds = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
         sample(batch_size)
-    return batch_size * repeats / (time.perf_counter() - t0)
+        speeds.append(batch_size / (time.perf_counter() - t0))
+    return speeds
 
 
 def _trained(load: Callable, profile: str):
@@ -112,7 +117,7 @@ def infinity_sampler(model, tokenizer, sc) -> tuple[Sampler, dict]:
                     "params": n_params(model) + n_params(tokenizer)}
 
 
-def compare(profile: str, model, tokenizer, sc, batch_size: int = 8, repeats: int = 1,
+def compare(profile: str, model, tokenizer, sc, batch_size: int = 8, repeats: int = REPEATS,
             diffusion_steps: int | None = None, warmup: bool = True) -> dict:
     """Images/s of 06, 07 and 09 at ``batch_size``, in this process, one after the other.
 
@@ -128,9 +133,11 @@ def compare(profile: str, model, tokenizer, sc, batch_size: int = 8, repeats: in
     for nb, build in builders:
         sample, info = build()
         with torch.no_grad():
-            ips = timed(sample, batch_size, repeats, warmup)
+            speeds = timed(sample, batch_size, repeats, warmup)
+        ips = statistics.median(speeds)
         rows.append({"notebook": nb, **info, "network_evals": network_evals(info["steps"], info["guidance"]),
-                     "images_per_second": ips, "seconds_per_image": 1 / ips})
+                     "images_per_second": ips, "seconds_per_image": 1 / ips,
+                     "images_per_second_range": [min(speeds), max(speeds)]})
     speed = {r["notebook"]: r["images_per_second"] for r in rows}
     out = {"rows": rows, "batch_size": batch_size, "repeats": repeats, "threads": torch.get_num_threads(),
            "diffusion_steps_override": diffusion_steps,
