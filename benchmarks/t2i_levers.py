@@ -37,6 +37,13 @@ VARIANTS: dict[str, tuple[dict, dict, str]] = {
     "offset_noise": (dict(offset_noise=0.1), {}, "offset noise (dark scenes)"),
     "lr2e-3": ({}, dict(lr=2e-3, warmup=100), "higher lr with warm-up"),
     "wide": (dict(block_out_channels=(64, 128, 128), norm_num_groups=32), {}, "the probe's widths"),
+    # second round, on top of the first round's winner (min-SNR-γ 5)
+    "min_snr5+attn16": (dict(snr_gamma=5.0, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D",
+                                                               "CrossAttnDownBlock2D"),
+                             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")), {},
+                        "min-SNR-γ + cross-attention at 16x16"),
+    "min_snr5+lr2e-3": (dict(snr_gamma=5.0), dict(lr=2e-3, warmup=100), "min-SNR-γ + higher lr with warm-up"),
+    "min_snr5+offset": (dict(snr_gamma=5.0, offset_noise=0.1), {}, "min-SNR-γ + offset noise"),
 }
 
 
