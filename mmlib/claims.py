@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from . import results
+from . import profiles, results
 from .eval.bootstrap import Interval
 
 HOLDS, FAILS, NOT_RUN, NOT_TESTABLE = "holds", "does not hold", "not run", "not testable here"
@@ -169,7 +169,7 @@ def caption_claim(profile: str, better: int, worse: list[int], metric: str,
 def clip_is_the_better_encoder(profile: str) -> str | None:
     """C2's precondition: the world CLIP's features beat the ImageNet CNN's on the linear probe of the
     scene attributes (macro accuracy); None when it holds, else why not (paper: the study's CLIP)."""
-    if profile == "paper":
+    if profiles.get(profile).weights == "hub":
         return None
     p = _get(profile, "03_probe")
     if p is None:
@@ -193,7 +193,7 @@ def pretrained_qformer(profile: str) -> str | None:
     encoder, as BLIP-2's), not the from-scratch row 3."""
     t = _get(profile, "05_training") or {}
     init = t.get("stage1_init")
-    if init is None or init == "text_encoder" or profile == "paper":
+    if init is None or init == "text_encoder" or profiles.get(profile).weights == "hub":
         return None
     return f"row 4's Q-former is not pretrained as in BLIP-2 (stage 1 init: {init})"
 
@@ -294,6 +294,7 @@ CLAIMS: list[tuple[str, str, Callable[[str], tuple[str, bool | None]]]] = [
 
 
 def check(profile: str) -> list[dict[str, str]]:
+    world8k = profiles.get(profile).data.source == "world8k"
     rows = []
     for section, claim, fn in CLAIMS:
         try:
@@ -302,7 +303,7 @@ def check(profile: str) -> list[dict[str, str]]:
             ours, ok = f"result unreadable ({type(e).__name__}: {e})", None
         decided = isinstance(ok, bool)
         rows.append({"§": section, CLAIM_COL: claim, "ours": ours,
-                     "verdict": _verdict(ok) + (" on world8k" if decided and profile != "paper" else "")})
+                     "verdict": _verdict(ok) + (" on world8k" if decided and world8k else "")})
     return rows
 
 

