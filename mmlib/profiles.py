@@ -353,8 +353,8 @@ SETTINGS: dict[str, str] = {
     "t2i_eval": "mmlib.eval.oracle:T2IEvalSettings",
     "pixel_diffusion": "mmlib.t2i.pixel_diffusion:PixelDiffusionSettings",
     "latent_diffusion": "mmlib.t2i.latent_diffusion:LatentDiffusionSettings",
-    "sd_lora": "mmlib.t2i.sdxl_lora:Experiment",
-    "infinity": "mmlib.t2i.infinity.pipeline:Settings",
+    "sd_lora": "mmlib.t2i.sdxl_lora:SDLoRASettings",
+    "infinity": "mmlib.t2i.infinity.pipeline:InfinitySettings",
 }
 
 

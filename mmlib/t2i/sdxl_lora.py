@@ -193,7 +193,7 @@ def fit_diffusion(pipe, data: dict, stage: StageConfig, out_dir: Path, key: dict
 
 
 @dataclass(frozen=True)
-class Experiment:
+class SDLoRASettings:
     """Profile section ``sd_lora`` (08): everything the experiment sets."""
     model: TinySDXLConfig = field(default_factory=TinySDXLConfig)
     vae: StageConfig = field(default_factory=lambda: StageConfig(steps=300, batch_size=64, lr=2e-3))
@@ -208,7 +208,7 @@ class Experiment:
     style: StyleConfig = field(default_factory=lambda: StyleConfig(steps=200))   # resolution is set per use
 
 
-def experiment(profile: str) -> Experiment:
+def experiment(profile: str) -> SDLoRASettings:
     return profiles.get(profile).sd_lora
 
 
@@ -230,7 +230,7 @@ class Data:
         return self.order[self.n_lora:]
 
 
-def study_data(profile: str, exp: Experiment | None = None) -> Data:
+def study_data(profile: str, exp: SDLoRASettings | None = None) -> Data:
     exp = exp or experiment(profile)
     folder = mdata.folder_for(profile)
     caps = flickr8k.read_captions(flickr8k.find_layout(folder)[0])
@@ -251,7 +251,7 @@ def world_time_ids(profile: str, size: int) -> torch.Tensor:
     return time_ids((orig, orig), (0, 0), (size, size))
 
 
-def pretrain_base(profile: str, exp: Experiment | None = None, progress: bool = False, retrain: bool = False):
+def pretrain_base(profile: str, exp: SDLoRASettings | None = None, progress: bool = False, retrain: bool = False):
     """The base pipeline: in ``paper`` SDXL-base-1.0 (``load_pipeline``); else the tiny pipeline trained in
     two stages on the **cartoon** renders of the study's training split (its prior), saved with
     ``save_pretrained`` under ``runs/<profile>/08/base-<hash>/`` and reloaded from there on reruns.
@@ -300,7 +300,7 @@ def pretrain_base(profile: str, exp: Experiment | None = None, progress: bool = 
     return pipe, {**info, "cached": False}
 
 
-def lora_data(profile: str, pipe, exp: Experiment | None = None) -> dict[str, torch.Tensor]:
+def lora_data(profile: str, pipe, exp: SDLoRASettings | None = None) -> dict[str, torch.Tensor]:
     """Photo latents of the LoRA split (first ``n_lora`` images, their first caption(s)); in ``paper`` the
     real images centre-cropped to the script's resolution, with their true size/crop time ids."""
     exp = exp or experiment(profile)
@@ -326,7 +326,7 @@ def paper_time_ids(folder: Path, names: Sequence[str], size: int) -> torch.Tenso
     return torch.stack(rows)
 
 
-def finetune_lora(profile: str, pipe, base_info: dict, exp: Experiment | None = None, progress: bool = False):
+def finetune_lora(profile: str, pipe, base_info: dict, exp: SDLoRASettings | None = None, progress: bool = False):
     """Attach LoRA to ``pipe.unet`` (base frozen), train it with ``train.fit`` on the photo split and save
     only the adapter. Returns ``(path of the .safetensors, FitResult)``. The checkpoint of ``train.fit``
     holds the LoRA matrices + optimizer state only (only they require grad)."""
@@ -384,7 +384,7 @@ def first_stage(pipe, base_info: dict) -> tuple[str, Callable[[torch.Tensor], to
     return str(base_info.get("key") or base_info.get("source")), lambda images: vae_round_trip(pipe, images)
 
 
-def style_evaluation(profile: str, exp: Experiment, prompts: Prompts, sets: dict[str, torch.Tensor], steps: int,
+def style_evaluation(profile: str, exp: SDLoRASettings, prompts: Prompts, sets: dict[str, torch.Tensor], steps: int,
                      first_stage: tuple[str, Callable[[torch.Tensor], torch.Tensor]] | None = None):
     """The calibrated style table (``sd_lora_style``) and its numbers (result ``sd_lora_eval``).
 
