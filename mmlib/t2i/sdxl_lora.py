@@ -41,14 +41,14 @@ from torch import nn
 
 from .. import ckpt, device, profiles, results, train
 from .. import data as mdata
-from ..data import flickr8k, world
+from ..data import world
 from ..eval import frechet, style, t2i
 from ..eval import oracle as orc
 from ..eval.bootstrap import interval as bootstrap_interval
 from ..eval.bootstrap import mean_interval
 from ..eval.style import StyleConfig
 from ..eval.t2i_fidelity import difference_interval, prompt_fidelity
-from ..eval.t2i_prompts import Prompts
+from ..eval.t2i_prompts import Prompts, lora_split
 from ..eval.t2i_tables import fmt
 from ..images import psnr, to_signed, to_uint8
 from ..nets import n_params
@@ -233,10 +233,8 @@ class Data:
 def study_data(profile: str, exp: SDLoRASettings | None = None) -> Data:
     exp = exp or experiment(profile)
     folder = mdata.folder_for(profile)
-    caps = flickr8k.read_captions(flickr8k.find_layout(folder)[0])
-    order = list(caps)
-    n = exp.lora_images if isinstance(exp.lora_images, int) else round(exp.lora_images * len(order))
-    return Data(folder, order, caps, n)
+    caps, n_lora = lora_split(folder, exp.lora_images)      # the one rule, shared with the held-out prompts
+    return Data(folder, list(caps), caps, n_lora)
 
 
 def style_folder(profile: str, style: str) -> Path:
