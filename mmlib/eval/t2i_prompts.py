@@ -107,7 +107,7 @@ def available(profile: str) -> bool:
 def lora_split(folder: Path, lora_images: float | int) -> tuple[dict[str, list[str]], int]:
     """08's LoRA image split, by the study's recipe: the captions of ``folder`` in caption-file order, and
     how many of its first images LoRA trains on (``lora_images``: a count, or a share of all images).
-    The one place the rule lives: ``t2i.sdxl_lora.study_data`` calls it, and ``unseen_images`` below."""
+    The one place the rule lives: ``t2i.sdxl.experiment.study_data`` calls it, and ``unseen_images`` below."""
     caps = flickr8k.read_captions(flickr8k.find_layout(folder)[0])
     return caps, lora_images if isinstance(lora_images, int) else round(lora_images * len(caps))
 
