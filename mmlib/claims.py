@@ -208,7 +208,7 @@ def _iv(d: dict | None, scale: float = 100, digits: int = 0) -> str:
 def lora_style(profile: str) -> tuple[str, bool | None | NotTestable]:
     """Holds when the lower bound of the paired 95 % interval of the photo-style share's rise (LoRA weight 1
     − base, same prompts and noise) exceeds ``STYLE_RISE``; not testable with an uncalibrated classifier."""
-    s = _get(profile, "sd_lora_eval")
+    s = _get(profile, "08_eval")
     if not s:
         return "08 not run", None
     rows, rise = s["rows"], s["photo_share_change"]
@@ -225,7 +225,7 @@ def lora_style(profile: str) -> tuple[str, bool | None | NotTestable]:
 def infinity_speed(profile: str) -> tuple[str, bool | None | NotTestable]:
     """Holds when every measured speed-up of 09 over the diffusion samplers (06, 07) lies within a factor
     ``SPEEDUP_FACTOR`` of the study's ≈ 3.6×: the size of the gap, not only its direction."""
-    s = _get(profile, "infinity_speed")
+    s = _get(profile, "09_speed")
     if not s or s.get("ratio_vs_06") is None:
         return "09 speed comparison not run", None
     ratios = {nb: s[f"ratio_vs_{nb}"] for nb in ("06", "07") if s.get(f"ratio_vs_{nb}")}

@@ -6,7 +6,7 @@ lr 1e-4 cosine) on the first 7,000 Flickr8k images with their first captions, an
 from cartoon-like to photographic (its Figure 5). The notebook runs the same experiment with the same
 diffusers/peft objects at two scales:
 
-- ``paper``: the real SDXL-base-1.0 by name (``load_pipeline``), the script's recipe (profile ``sd_lora``).
+- ``paper``: the real SDXL-base-1.0 by name (``load_pipeline``), the script's recipe (profile section ``sd_lora``).
 - ``smoke``/``cpu``: no SDXL weights exist offline, so a *tiny* SDXL-architecture
   ``StableDiffusionXLPipeline`` is built here: two CLIP text encoders (``CLIPTextModel`` +
   ``CLIPTextModelWithProjection``, penultimate hidden states concatenated, pooled projection of the
@@ -246,7 +246,7 @@ def first_stage(pipe, base_info: dict) -> tuple[str, Callable[[torch.Tensor], to
 
 def style_evaluation(profile: str, exp: SDLoRASettings, prompts: Prompts, sets: dict[str, torch.Tensor], steps: int,
                      first_stage: tuple[str, Callable[[torch.Tensor], torch.Tensor]] | None = None):
-    """The calibrated style table (``sd_lora_style``) and its numbers (result ``sd_lora_eval``).
+    """The calibrated style table (``08_style``) and its numbers (result ``08_eval``).
 
     For every image set of ``sets`` (one image per prompt: real renders, the controls of
     ``style_controls``, the base and the LoRA samples): the share the style classifier reads as photo,
@@ -291,7 +291,7 @@ def style_evaluation(profile: str, exp: SDLoRASettings, prompts: Prompts, sets: 
         "fidelity_photo_ceiling": cell("real photo renders", "fidelity"),
         "frechet_base": cell(BASE, "frechet", 1), "frechet_lora": cell(LORA, "frechet", 1),
         "frechet_floor": cell("real photo renders", "frechet", 1)}
-    results.save(profile, "sd_lora_eval", ev)
+    results.save(profile, "08_eval", ev)
     cal = ev["classifier"]
     table = [{"images": name, "true style": v["style"], "photo style % [95 % CI]": fmt(v["photo_share"]),
               "fidelity % [95 % CI]": fmt(v["fidelity"]),
@@ -304,7 +304,7 @@ def style_evaluation(profile: str, exp: SDLoRASettings, prompts: Prompts, sets: 
             + ("calibrated." if cal["calibrated"] else "NOT calibrated (" + "; ".join(cal["failures"]) + ").")
             + f" Fidelity: macro over the oracle's readable attributes; Fréchet in {frechet.FEATURES} "
               "(for the real photos: the floor, a disjoint real set).")
-    results.save_table(profile, "sd_lora_style", table, note=note)
+    results.save_table(profile, "08_style", table, note=note)
     return ev, oracle, clf
 
 
