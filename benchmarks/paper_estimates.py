@@ -154,8 +154,8 @@ def blip2():   # 04: two stage-1 Q-formers over cached EVA tokens; 05: BLIP-2 Q-
     from transformers import Blip2VisionConfig, LlamaConfig, LlamaForCausalLM
     from transformers.models.blip_2.modeling_blip_2 import Blip2VisionModel
     from mmlib.captioning import qformer as qf
-    from mmlib.captioning.llm_experiment import TINYLLAMA
-    from mmlib.captioning.qformer_llm import QFormerLLM, QFormerLLMConfig
+    from mmlib.captioning.qformer.stage2 import TINYLLAMA
+    from mmlib.captioning.qformer.llm import QFormerLLM, QFormerLLMConfig
     P, b = profiles.get("paper"), 4
     with META:
         vit = Blip2VisionModel(Blip2VisionConfig()).requires_grad_(False)   # BLIP-2's default = EVA ViT-g/14
@@ -255,7 +255,7 @@ def diffusion():   # 06: pixel UNet; 07: VQ-GAN, then a latent UNet
 def sdxl_lora():   # 08: LoRA on SDXL-base-1.0's UNet; the text encoders run in every step
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-    from mmlib.t2i import sdxl
+    from mmlib.t2i.sdxl import lora, pipeline
     from mmlib.data.world import SEED_PROMPT_SCENES
     P, b = profiles.get("paper"), 1
     s = P.sd_lora
@@ -264,11 +264,11 @@ def sdxl_lora():   # 08: LoRA on SDXL-base-1.0's UNet; the text encoders run in 
         te1 = CLIPTextModel(CLIPTextConfig(**SDXL_TEXT)).requires_grad_(False)
         te2 = CLIPTextModelWithProjection(CLIPTextConfig(**SDXL_TEXT_2)).requires_grad_(False)
         n_frozen = n_params(unet, te1, te2, vae)
-        sdxl.add_lora(unet, s.lora)
+        lora.add_lora(unet, s.lora)
 
     def unet_fwd(bb, side, text=True):
         with torch.no_grad():   # text encoders: every training step; once per prompt when sampling
-            emb, pooled = (sdxl.encode_prompt(te1, te2, ints(49408, bb, 77), ints(49408, bb, 77)) if text
+            emb, pooled = (pipeline.encode_prompt(te1, te2, ints(49408, bb, 77), ints(49408, bb, 77)) if text
                            else (randn(bb, 77, 2048), randn(bb, 1280)))
         return unet(randn(bb, 4, side, side), ints(1000, bb), encoder_hidden_states=emb,
                     added_cond_kwargs={"text_embeds": pooled, "time_ids": randn(bb, 6)}).sample

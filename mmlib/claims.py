@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from . import results
+from . import profiles, results
 from .claims_captioning import (CAPTION_METRICS, PROBE_MARGIN, ROW_NOTEBOOK, caption_claim,  # noqa: F401
                                 clip_is_the_better_encoder, pretrained_qformer, same_encoder, stage1_itm)
 from .threshold_changes import THRESHOLD_CHANGES, flag  # noqa: F401
@@ -56,7 +56,7 @@ def _iv(d: dict | None, scale: float = 100, digits: int = 0) -> str:
 def lora_style(profile: str) -> tuple[str, bool | None | NotTestable]:
     """Holds when the lower bound of the paired 95 % interval of the photo-style share's rise (LoRA weight 1
     − base, same prompts and noise) exceeds ``STYLE_RISE``; not testable with an uncalibrated classifier."""
-    s = _get(profile, "sd_lora_eval")
+    s = _get(profile, "08_eval")
     if not s:
         return "08 not run", None
     rows, rise = s["rows"], s["photo_share_change"]
@@ -75,7 +75,7 @@ def lora_style(profile: str) -> tuple[str, bool | None | NotTestable]:
 def infinity_speed(profile: str) -> tuple[str, bool | None | NotTestable]:
     """Holds when every measured speed-up of 09 over the diffusion samplers (06, 07) lies within a factor
     ``SPEEDUP_FACTOR`` of the study's ≈ 3.6×: the size of the gap, not only its direction."""
-    s = _get(profile, "infinity_speed")
+    s = _get(profile, "09_speed")
     if not s or s.get("ratio_vs_06") is None:
         return "09 speed comparison not run", None
     ratios = {nb: s[f"ratio_vs_{nb}"] for nb in ("06", "07") if s.get(f"ratio_vs_{nb}")}
@@ -178,7 +178,7 @@ def check(profile: str) -> list[dict[str, str]]:
     """One row per claim: §, the claim, the study's evidence, our numbers (95 % intervals), the verdict, and
     ``flags`` (a rule or model of the
     verdict changed after a result was seen; see ``threshold_changes``)."""
-    rows = []
+    rows, world8k = [], profiles.get(profile).data.source == "world8k"
     for section, claim, fn in CLAIMS:
         try:
             ours, ok = fn(profile)
@@ -186,7 +186,7 @@ def check(profile: str) -> list[dict[str, str]]:
             ours, ok = f"result unreadable ({type(e).__name__}: {e})", None
         rows.append({"§": section, CLAIM_COL: claim, "study's evidence": STUDY_EVIDENCE.get(section.split(" [")[0]),
                      "ours": ours,
-                     "verdict": verdict(ok) + (" on world8k" if decided(ok) and profile != "paper" else ""),
+                     "verdict": verdict(ok) + (" on world8k" if decided(ok) and world8k else ""),
                      "flags": flag(section)})
     return rows
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import results
+from . import profiles, results
 from .eval import bootstrap
 from .eval.bootstrap import Interval
 from .eval.captions import bleu_from_stats
@@ -144,7 +144,7 @@ def caption_claim(profile: str, better: int, worse: list[int], metric: str,
 def clip_is_the_better_encoder(profile: str) -> str | None:
     """C2's precondition: the world CLIP's features beat the ImageNet CNN's on the linear probe of the
     scene attributes (macro accuracy); None when it holds, else why not (paper: the study's CLIP)."""
-    if profile == "paper":
+    if profiles.get(profile).weights == "hub":
         return None
     p = _get(profile, "03_probe")
     if p is None:
@@ -168,7 +168,7 @@ def pretrained_qformer(profile: str) -> str | None:
     encoder, as BLIP-2's), not the from-scratch row 3."""
     t = _get(profile, "05_training") or {}
     init = t.get("stage1_init")
-    if init is None or init == "text_encoder" or profile == "paper":
+    if init is None or init == "text_encoder" or profiles.get(profile).weights == "hub":
         return None
     return f"row 4's Q-former is not pretrained as in BLIP-2 (stage 1 init: {init})"
 

@@ -123,7 +123,7 @@ def check(profile: str, notebook: str, out: Callable[[str], None] = print) -> In
     missing (see :func:`require`); print whether the study's fixtures this notebook uses are present,
     and which results it leaves out (marked) when they are not."""
     data_line = require(profile)
-    if notebook in NEEDS_RUN and profile != "paper":
+    if notebook in NEEDS_RUN and profiles.get(profile).weights == "offline":
         before, rel = NEEDS_RUN[notebook]
         path = paths.RUNS / profile / before[:2] / rel
         if not path.exists():

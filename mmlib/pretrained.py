@@ -22,12 +22,9 @@ Every returned model is frozen (``requires_grad_(False)``) and in eval mode.
 from __future__ import annotations
 
 import functools
-import gzip
-import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import sys
 from collections import OrderedDict
 from pathlib import Path
@@ -36,14 +33,12 @@ import open_clip
 import torch
 from efficientnet_lite_pytorch import EfficientNet
 from open_clip.tokenizer import SimpleTokenizer
-from safetensors.torch import save_model
 from torch import nn
 from torchvision.models import ResNet18_Weights
 from torchvision.models import resnet18 as build
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, CLIPTokenizer
 
-from . import paths
-from .profiles import check
+from . import converted, profiles
 
 HUB: dict[str, str | tuple[str, str]] = {
     "text_encoder": "bert-base-uncased",
@@ -62,7 +57,6 @@ OFFLINE: dict[str, tuple[str, str, str]] = {
     "clip": ("open_clip_torch", "open_clip", "bpe_simple_vocab_16e6.txt.gz"),
 }
 
-CACHE = paths.RUNS / "pretrained"  # converted copies of package weights (git-ignored)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # EfficientNet-Lite was trained on (x - 127) / 128 of 0..255 pixels (TF efficientnet_lite_builder.py)
 LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
@@ -70,8 +64,8 @@ LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
 
 # ---------------------------------------------------------------------------------------- where
 def is_offline(profile: str) -> bool:
-    """smoke and cpu never touch the network; paper may download from the hub."""
-    return check(profile) != "paper"
+    """The profile's ``weights`` is "offline" (smoke, cpu: never touch the network), not "hub" (paper)."""
+    return profiles.get(profile).weights == "offline"
 
 
 def go_offline() -> None:
@@ -180,67 +174,12 @@ def causal_lm(profile: str, dtype: torch.dtype | None = None, path: str | os.Pat
 @functools.lru_cache(maxsize=4)
 def _cached_causal_lm(source: str, dtype: torch.dtype | None):
     """One frozen copy per (source, dtype); ``source`` "offline" is the converted SmolLM2."""
-    src = str(smollm2_dir()) if source == "offline" else source
+    src = str(converted.smollm2_dir(package_file("causal_lm"))) if source == "offline" else source
     tok = AutoTokenizer.from_pretrained(src)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype or torch.float32)
     if tok.pad_token is None:  # Llama tokenizers ship without one; padding is masked anyway
         tok.pad_token = tok.eos_token
     return tok, freeze(model)
-
-
-def load_gguf(gguf: Path, dtype: torch.dtype = torch.float32):
-    """``(tokenizer, model)`` straight from a GGUF file (needs the ``gguf`` package); slow: both
-    calls parse the whole file in Python."""
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
-    return tok, model
-
-
-def smollm2_dir() -> Path:
-    """A ``save_pretrained`` copy of the packaged SmolLM2 GGUF, converted on first use.
-
-    Keyed by the GGUF's sha256, written to a temporary folder and renamed, so concurrent first uses
-    cannot leave a half-written copy.
-    """
-    gguf = package_file("causal_lm")
-    with gguf.open("rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-    out = CACHE / f"{gguf.stem}-{digest[:12]}"
-    if (out / "source.json").exists():
-        return out
-    tok, model = load_gguf(gguf)
-    source = {"gguf": str(gguf), "sha256": digest}
-    return _atomic_dir(out, lambda tmp: _save_dequantized(tok, model, tmp, source))
-
-
-def _save_dequantized(tok, model: nn.Module, folder: Path, source: dict) -> None:
-    """``save_pretrained``-compatible folder of a GGUF-loaded model.
-
-    ``model.save_pretrained`` refuses ("quantized with gguf and is not serializable") although the
-    weights are plain fp32 already, so config and weights are written directly, without the GGUF
-    ``quantization_config``.
-    """
-    config = model.config
-    if hasattr(config, "quantization_config"):
-        delattr(config, "quantization_config")
-    tok.save_pretrained(folder)
-    config.save_pretrained(folder)
-    model.generation_config.save_pretrained(folder)
-    save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})  # tied lm_head once
-    (folder / "source.json").write_text(json.dumps(source))
-
-
-def _atomic_dir(out: Path, write) -> Path:
-    """Fill ``out`` by ``write(tmp)`` on a sibling temp folder, then rename (first writer wins)."""
-    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    try:
-        tmp.rename(out)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
 # --------------------------------------------------------------------------------------- CNN
@@ -365,44 +304,7 @@ def hf_clip_tokenizer(profile: str, model_max_length: int = 77, path: str | os.P
     """
     if is_offline(profile):
         go_offline()
-        src = str(clip_bpe_dir())
+        src = str(converted.clip_bpe_dir(package_file("clip")))
     else:
         src = paper_source("hf_clip_tokenizer", path)
     return CLIPTokenizer.from_pretrained(src, model_max_length=model_max_length)
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP byte -> printable unicode character table (the first 256 BPE symbols)."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-            *range(ord("®"), ord("ÿ") + 1)]
-    extra = [b for b in range(256) if b not in keep]
-    chars = keep + [256 + i for i in range(len(extra))]
-    return dict(zip(keep + extra, map(chr, chars)))
-
-
-def clip_bpe_vocab() -> tuple[dict[str, int], list[str]]:
-    """CLIP's vocabulary (49408 tokens) and merges, in open_clip ``SimpleTokenizer``'s order:
-    256 bytes, 256 word-final bytes, 48894 merges, <|startoftext|>, <|endoftext|>."""
-    lines = gzip.open(package_file("clip")).read().decode("utf-8").split("\n")
-    merges = lines[1:49152 - 256 - 2 + 1]  # line 0 is a version header
-    byte_chars = list(bytes_to_unicode().values())
-    tokens = byte_chars + [c + "</w>" for c in byte_chars] + [m.replace(" ", "") for m in merges]
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    return {t: i for i, t in enumerate(tokens)}, merges
-
-
-def clip_bpe_dir() -> Path:
-    """Folder with ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json`` for CLIPTokenizer."""
-    out = CACHE / "clip-bpe-16e6"
-    if (out / "tokenizer_config.json").exists():
-        return out
-    vocab, merges = clip_bpe_vocab()
-    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True,
-              "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-              "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
-
-    def write(tmp: Path) -> None:
-        (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        (tmp / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-        (tmp / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
-    return _atomic_dir(out, write)

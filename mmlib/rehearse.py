@@ -11,7 +11,7 @@ Hub weights and Flickr8k images cannot be fetched here, so the rehearsal writes
   safetensors file, a torchvision state dict);
 
 then runs notebooks 01-09 with papermill in ``paper`` with ``MMLIB_PAPER_SIZES=rehearsal`` (sizes and step
-counts from ``profiles.REHEARSAL``; every name, loader, tokenizer and prompt template stays ``paper``'s),
+counts from ``rehearsal_sizes.REHEARSAL``; every name, loader, tokenizer and prompt template stays ``paper``'s),
 and builds a report from their results into the rehearsal folder, headed by a bold warning that its
 weights are random and its numbers meaningless.
 
@@ -43,10 +43,10 @@ from transformers import (AutoTokenizer, BertConfig, BertModel, Blip2Config, Bli
                           LlamaConfig, LlamaForCausalLM, OPTConfig, T5Config, T5ForConditionalGeneration,
                           T5TokenizerFast)
 
-from . import pretrained, report
+from . import converted, pretrained, report
 from .data import flickr8k, world
 from .paths import ROOT, RUNS
-from .t2i.sdxl import TinySDXLConfig, build_tiny_pipeline
+from .t2i.sdxl.pipeline import TinySDXLConfig, build_tiny_pipeline
 
 BANNER = ("**This is a rehearsal of the `paper` profile: every pretrained model is a tiny stand-in with "
           "random weights and the images are world8k renders, so every number and figure below is "
@@ -59,7 +59,7 @@ TINYLLAMA_CHAT_TEMPLATE = (
     "{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n"
     "{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}")
 
-BERT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)  # profiles.REHEARSAL
+BERT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)  # rehearsal_sizes.REHEARSAL
 T5_WIDTH = 64                                                                                      # infinity d_text
 
 
@@ -92,7 +92,7 @@ def _tinyllama(folder: Path) -> None:
     """TinyLlama-1.1B-Chat: LlamaForCausalLM (grouped-query attention, untied head) with a byte-level
     BPE tokenizer (SmolLM2's; TinyLlama's SentencePiece file is not offline) carrying TinyLlama's
     chat template."""
-    tok = AutoTokenizer.from_pretrained(str(pretrained.smollm2_dir()))
+    tok = AutoTokenizer.from_pretrained(str(converted.smollm2_dir(pretrained.package_file("causal_lm"))))
     tok.chat_template = TINYLLAMA_CHAT_TEMPLATE
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,

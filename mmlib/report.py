@@ -51,6 +51,7 @@ FIGURE = re.compile(r"\(figures/(?P<name>[\w.-]+)\.png\)")
 # lacks (scene truth, the attribute oracle, world-only tables) renders "(not in the <profile> profile: …)"
 # instead of stopping the build; in smoke/cpu it stays a TemplateError.
 PARTIAL_PROFILES = ("paper",)
+COMMITTED_PROFILE = "cpu"   # its report.md and figures/ are the committed ones; other profiles' go under runs/
 PROVENANCE = "provenance"   # the report's own entry: who computed the results it read
 NO_NOTEBOOK = "not recorded"
 
@@ -284,7 +285,7 @@ def main() -> None:
     ap.add_argument("--allow-mixed", action="store_true",
                     help="build from results of several commits or a dirty tree (the report says so at the top)")
     args = ap.parse_args()
-    figures = FIGURES if args.profile == "cpu" else results.figures_dir(args.profile).parent / "report_figures"
+    figures = FIGURES if args.profile == COMMITTED_PROFILE else results.figures_dir(args.profile).parent / "report_figures"
     try:
         missing = build(args.profile, Path(args.out), figures, allow_mixed=args.allow_mixed)
     except MixedProvenanceError as e:

@@ -261,7 +261,7 @@ def run(profile: str, only: list[str] | None = None, force: bool = False, thread
     times.update(machine={"cpu": device.cpu_kind(), "cores": os.cpu_count(), "python": platform.python_version()})
     os.environ.setdefault("MMLIB_RUN_ID", time.strftime("%Y%m%d-%H%M%S-") + os.urandom(3).hex())
     os.environ["MMLIB_NOTEBOOK"] = RUNNER    # the kernels get their own notebook's name
-    if profile != "paper":   # the kernels inherit it: any hub access in smoke/cpu fails fast
+    if profiles.get(profile).weights == "offline":   # the kernels inherit it: any hub access fails fast
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     n_threads, cores, load = threads_for_kernels(threads), device.available_cores(), os.getloadavg()[0]
@@ -348,8 +348,9 @@ def main() -> None:
     code = run(args.profile, args.only, args.force, args.threads)
     if code == 0 and not args.no_report:
         claims.save(args.profile)
-        figures = report.FIGURES if args.profile == "cpu" else RUNS / args.profile / "report_figures"
-        out = ROOT / "report.md" if args.profile == "cpu" else RUNS / args.profile / "report.md"
+        committed = args.profile == report.COMMITTED_PROFILE
+        figures = report.FIGURES if committed else RUNS / args.profile / "report_figures"
+        out = ROOT / "report.md" if committed else RUNS / args.profile / "report.md"
         try:
             missing = report.build(args.profile, out, figures, allow_mixed=args.allow_mixed)
         except report.MixedProvenanceError as e:

@@ -5,7 +5,7 @@ import torch
 from mmlib import paths
 from mmlib.captioning import clip_pretrain as cp
 from mmlib.captioning import clip_step
-from mmlib.captioning import encoders, params
+from mmlib.captioning import encoders, param_counts
 
 TINY = cp.WorldCLIPConfig(image_size=64, vision_width=32, vision_layers=1, text_width=32,
                           text_layers=1, heads=2, embed_dim=16, context_length=16)
@@ -114,7 +114,7 @@ def test_paper_cnn_is_resnet18_grid_without_weights():
 
 
 def test_paper_parameter_counts_on_meta():
-    encoder, decoder = params.paper_models("cnn", vocab_size=4000)
+    encoder, decoder = param_counts.paper_models("cnn", vocab_size=4000)
     assert sum(p.numel() for p in encoder.parameters()) == 11_176_512       # ResNet-18 conv layers
     assert decoder.cfg.n_layer == 6 and decoder.cfg.n_embd == 512
     assert next(decoder.parameters()).device.type == "meta"
@@ -124,9 +124,9 @@ def test_extra_scenes_come_from_another_world_seed_and_never_repeat_a_split_imag
     import dataclasses
 
     from mmlib import profiles
-    from mmlib.captioning import experiment
+    from mmlib.captioning import xattn_experiment
     s = profiles.get("smoke").caption_clip.clip
-    feats = experiment.features("smoke", "cnn")
+    feats = xattn_experiment.features("smoke", "cnn")
     grid, toks, key = clip_step.extra_pairs("smoke", s, feats, s.context_length)
     assert s.extra_scenes > 0 and key["n"] == s.extra_scenes
     assert grid.shape == (s.extra_scenes, *feats.train.shape[1:])          # same CNN, same size as 02's grid

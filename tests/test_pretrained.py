@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from skimage import data as skdata
 
 from mmlib import device as dev
-from mmlib import pretrained
+from mmlib import converted, pretrained
 
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE_CLASSES = {504, 967, 968}  # coffee mug, espresso, cup
@@ -195,7 +195,7 @@ def test_paper_resnet18_architecture_and_local_weights(tmp_path):
 def test_paper_clip_tokenizers_match_the_offline_ones():
     offline = pretrained.clip_tokenizer("cpu")
     assert torch.equal(pretrained.clip_tokenizer("paper")([PROMPT]), offline([PROMPT]))
-    hf = pretrained.hf_clip_tokenizer("paper", path=pretrained.clip_bpe_dir())
+    hf = pretrained.hf_clip_tokenizer("paper", path=converted.clip_bpe_dir(pretrained.package_file("clip")))
     assert hf(PROMPT)["input_ids"] == pretrained.hf_clip_tokenizer("cpu")(PROMPT)["input_ids"]
 
 

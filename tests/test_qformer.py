@@ -1,10 +1,10 @@
-"""BLIP-2 stage 1 (mmlib/captioning/qformer.py): the attention masks of ITC / ITM / ITG, hard-negative
+"""BLIP-2 stage 1 (mmlib/captioning/qformer/model.py): the attention masks of ITC / ITM / ITG, hard-negative
 mining, agreement with a reference BERT, a tiny overfit that captions through [DEC], the paper loader."""
 import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
-from mmlib.captioning.qformer import (
+from mmlib.captioning.qformer.model import (
     QFormer,
     QFormerConfig,
     TextCodec,

@@ -1,4 +1,4 @@
-"""BLIP-2 stage 2 (mmlib/captioning/qformer_llm.py): loss only on caption + EOS, the LLM frozen and absent
+"""BLIP-2 stage 2 (mmlib/captioning/qformer/llm.py): loss only on caption + EOS, the LLM frozen and absent
 from checkpoints, padding inert, generation stopping at EOS, Q-former weights from stage 1 or a BLIP-2
 checkpoint (tiny stand-ins written with save_pretrained)."""
 import pytest
@@ -7,10 +7,10 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from mmlib import ckpt, train
-from mmlib.captioning.blip2_weights import blip2_vision, load_blip2_state
-from mmlib.captioning.llm_experiment import tiny_causal_lm
-from mmlib.captioning.qformer import QFormer, QFormerConfig
-from mmlib.captioning.qformer_llm import (
+from mmlib.captioning.qformer.pretrained import blip2_vision, load_blip2_state
+from mmlib.captioning.qformer.stage2 import tiny_causal_lm
+from mmlib.captioning.qformer.model import QFormer, QFormerConfig
+from mmlib.captioning.qformer.llm import (
     QFormerLLM,
     QFormerLLMConfig,
     blip2_qformer_config,

@@ -74,8 +74,9 @@ def standins():
 
 
 def test_every_paper_loader_reads_its_standin_through_hub_source(standins, tmp_path, monkeypatch):
-    from mmlib.captioning import blip2_weights, qformer_llm
-    from mmlib.t2i import perceptual, sdxl
+    from mmlib.captioning.qformer import llm, pretrained as blip2_pretrained
+    from mmlib.t2i import perceptual
+    from mmlib.t2i.sdxl import pipeline as sdxl_pipeline
     from mmlib.t2i.infinity import text
 
     log = tmp_path / "read.jsonl"
@@ -90,12 +91,12 @@ def test_every_paper_loader_reads_its_standin_through_hub_source(standins, tmp_p
     assert grid.name == "resnet18" and grid(torch.rand(1, 3, 64, 64)).shape == (1, 512, 2, 2)
     clip = pretrained.clip_model("ViT-B-32", "openai")
     assert clip.visual.transformer.resblocks[0].mlp.gelu.__class__.__name__ == "QuickGELU"
-    vis = blip2_weights.blip2_vision(blip2_weights.BLIP2_HUB)
+    vis = blip2_pretrained.blip2_vision(blip2_pretrained.BLIP2_HUB)
     assert vis(pixel_values=torch.rand(1, 3, 224, 224)).last_hidden_state.shape[1] == 257
-    assert qformer_llm.blip2_qformer_config(blip2_weights.BLIP2_HUB)["num_queries"] == 8
+    assert llm.blip2_qformer_config(blip2_pretrained.BLIP2_HUB)["num_queries"] == 8
     llm_tok, llm = pretrained.causal_lm("paper")
     assert type(llm).__name__ == "LlamaForCausalLM" and "<|assistant|>" in llm_tok.chat_template
-    pipe = sdxl.load_pipeline("paper")
+    pipe = sdxl_pipeline.load_pipeline("paper")
     assert type(pipe.unet).__name__ == "UNet2DConditionModel" and pipe.text_encoder_2 is not None
     lp = perceptual.LPIPSDistance()
     x = torch.rand(2, 3, 32, 32) * 2 - 1

@@ -39,7 +39,7 @@ def test_real_notebooks_depend_on_their_own_models_only():
     deps = {nb.name[:2]: {p.relative_to(runner.ROOT).as_posix() for p in runner.dependencies(nb)}
             for nb in runner.notebooks()}
     assert {"mmlib/data/world/scene.py", "mmlib/data/world/render.py", "mmlib/data/world/captions.py", "mmlib/data/world/dataset.py"} <= deps["01"] and not any("t2i" in p or "captioning" in p for p in deps["01"])
-    assert "mmlib/captioning/qformer_llm.py" in deps["05"] and "mmlib/captioning/qformer_llm.py" not in deps["04"]
+    assert "mmlib/captioning/qformer/llm.py" in deps["05"] and "mmlib/captioning/qformer/llm.py" not in deps["04"]
     # 09 times 06 and 07 through importlib.import_module: their code is part of its inputs
     assert {"mmlib/t2i/pixel_diffusion.py", "mmlib/t2i/latent_diffusion.py"} <= deps["09"]
 

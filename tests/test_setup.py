@@ -36,6 +36,17 @@ def test_every_profile_builds_every_section_into_its_typed_settings():
         profiles.get("cpu").pixel_difusion
 
 
+def test_code_branches_on_profile_settings_never_on_the_profile_name():
+    assert {n: profiles.get(n).weights for n in profiles.PROFILES} == {"smoke": "offline", "cpu": "offline",
+                                                                       "paper": "hub"}
+    assert {n: profiles.get(n).data.source for n in profiles.PROFILES} == {"smoke": "world8k", "cpu": "world8k",
+                                                                           "paper": "flickr8k"}
+    by_name = re.compile(r"""profile\s*[!=]=\s*["'](smoke|cpu|paper)["']""")
+    found = [f"{f.relative_to(ROOT)}:{i}" for f in sorted((ROOT / "mmlib").rglob("*.py")) if f.name != "profiles.py"
+             for i, line in enumerate(f.read_text().splitlines(), 1) if by_name.search(line)]
+    assert found == []
+
+
 def test_a_misspelt_setting_is_an_error_naming_it(monkeypatch):
     from mmlib.settings import SettingsError
     bad = {**profiles.SECTIONS["pixel_diffusion"]["smoke"], "stpes": 10}

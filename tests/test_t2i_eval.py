@@ -411,15 +411,15 @@ def test_claim_2_2_judges_the_size_of_the_speed_up(runs):
     rows = [{"notebook": nb, "steps": st, "guidance": 4.0, "network_evals": 2 * st} for nb, st in
             (("06", 20), ("07", 25), ("09", 4))]
     sp = {"rows": rows, "batch_size": 8, "device": "cpu", "diffusion_steps_override": None}
-    results.save("cpu", "infinity_speed", {**sp, "ratio_vs_06": 3.0, "ratio_vs_07": 2.5})
+    results.save("cpu", "09_speed", {**sp, "ratio_vs_06": 3.0, "ratio_vs_07": 2.5})
     assert verdict("cpu", "2.2").startswith(claims.HOLDS)
-    results.save("cpu", "infinity_speed", {**sp, "ratio_vs_06": 22.5, "ratio_vs_07": 14.9})   # direction, not size
+    results.save("cpu", "09_speed", {**sp, "ratio_vs_06": 22.5, "ratio_vs_07": 14.9})   # direction, not size
     assert verdict("cpu", "2.2") == "faster than claimed (22×, 15×, outside 1.8×–7.2×) on world8k"
-    results.save("cpu", "infinity_speed", {**sp, "ratio_vs_06": 1.2, "ratio_vs_07": 1.1})
+    results.save("cpu", "09_speed", {**sp, "ratio_vs_06": 1.2, "ratio_vs_07": 1.1})
     assert verdict("cpu", "2.2").startswith("slower than claimed (1×, 1×,")
-    results.save("cpu", "infinity_speed", {**sp, "ratio_vs_06": 3.0, "ratio_vs_07": 14.9})   # one inside, one not
+    results.save("cpu", "09_speed", {**sp, "ratio_vs_06": 3.0, "ratio_vs_07": 14.9})   # one inside, one not
     assert verdict("cpu", "2.2").startswith(claims.FAILS)
-    results.save("cpu", "infinity_speed", {**sp, "ratio_vs_06": 3.0, "diffusion_steps_override": 2})
+    results.save("cpu", "09_speed", {**sp, "ratio_vs_06": 3.0, "diffusion_steps_override": 2})
     assert verdict("cpu", "2.2").startswith(claims.NOT_TESTABLE)
 
 
@@ -433,11 +433,11 @@ def test_claim_2_1_needs_a_calibrated_classifier_and_a_clear_rise(runs):
                 "lora": "LoRA weight 1", "photo_share_change": iv(0.6, change_lo, 0.7),
                 "fidelity_change": iv(0, -0.05, 0.05)}
     assert verdict("cpu", "2.1") == claims.NOT_RUN
-    results.save("cpu", "sd_lora_eval", ev(0.5))
+    results.save("cpu", "08_eval", ev(0.5))
     assert verdict("cpu", "2.1").startswith(claims.HOLDS)
-    results.save("cpu", "sd_lora_eval", ev(0.05))
+    results.save("cpu", "08_eval", ev(0.05))
     assert verdict("cpu", "2.1").startswith(claims.FAILS)
-    results.save("cpu", "sd_lora_eval", ev(0.5, calibrated=False))
+    results.save("cpu", "08_eval", ev(0.5, calibrated=False))
     assert verdict("cpu", "2.1").startswith(claims.NOT_TESTABLE) and "VAE round trip" in verdict("cpu", "2.1")
 
 

@@ -1,7 +1,7 @@
 """Notebook 03's CLIP step: pretrain the world CLIP on world8k (smoke/cpu) or load the study's open_clip
 ViT-B-32 / OpenAI weights (paper), and report validation retrieval. The model, its InfoNCE loss and its
 files are :mod:`.clip_pretrain`; this module sits above it and above the 02/03 experiment steps
-(:mod:`.experiment`: the CNN grid it trains on), so every import is at module level.
+(:mod:`.xattn_experiment`: the CNN grid it trains on), so every import is at module level.
 """
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from ..data import world
 from . import encoders
 from .clip_pretrain import (WorldCLIPSettings, build, clip_dir, embed, infonce_loss, load_world_clip,
                             recall_at_k, save_world_clip, tokenize)
-from .experiment import features, image_encoder, settings as caption_settings
+from .xattn_experiment import features, image_encoder, settings as caption_settings
 
 
 def pretrain(profile: str, cnn_feats=None, retrain: bool = False, progress: bool = True) -> dict:
     """Train (or reload from the train.fit cache) the world CLIP of ``profile`` on the CNN grid tokens
-    ``cnn_feats`` (an ``experiment.Features`` of notebook 02's encoder; computed or read from 02's
+    ``cnn_feats`` (an ``xattn_experiment.Features`` of notebook 02's encoder; computed or read from 02's
     cache when None), evaluate retrieval on the validation split, save it;
     returns {"model", "config", "metrics", "fit"}."""
     if cnn_feats is None:
@@ -97,7 +97,7 @@ def evaluate(model, profile: str, split, val_images: torch.Tensor, context_lengt
 def prepare_clip(profile: str, cnn_feats=None, retrain: bool = False) -> dict:
     """Notebook 03's CLIP step: pretrain the world CLIP (smoke/cpu), or load the study's open_clip
     ViT-B-32 / OpenAI weights (paper); either way report val retrieval. {"model", "metrics", "name"}."""
-    if profile != "paper":
+    if profiles.get(profile).weights == "offline":
         r = pretrain(profile, cnn_feats, retrain=retrain)
         return {"model": r["model"], "metrics": r["metrics"], "name": "world8k CLIP (pretrained here)"}
     clip = profiles.get(profile).caption_clip.clip

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import ckpt, device
+from .. import ckpt, device, profiles
 from .. import pretrained as pt
 from ..images import clip_normalize
 from .clip_pretrain import load_world_clip
@@ -88,7 +88,7 @@ def clip_encoder(profile: str, pretrained: str | None = "openai", model_name: st
     """Row 2's frozen encoder: open_clip ``ViT-B-32`` with OpenAI weights (paper; downloads once), or
     the small CLIP pretrained on world8k by notebook 03 (smoke/cpu, see ``clip_pretrain``).
     ``pretrained=None`` builds the paper architecture with random weights (tests, meta device)."""
-    if profile == "paper":
+    if profiles.get(profile).weights == "hub":
         model = (pt.clip_model(model_name, pretrained) if pretrained else
                  open_clip.create_model(model_name, pretrained=None))
         name = f"open_clip {model_name} ({pretrained or 'random'})"

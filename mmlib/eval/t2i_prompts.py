@@ -104,14 +104,20 @@ def available(profile: str) -> bool:
     return (mdata.folder_for(profile) / "scenes.jsonl").exists()
 
 
-def unseen_images(profile: str, split: mdata.Split | None = None) -> list[mdata.Item]:
-    """The val items no generator trained on. 06, 07 and 09 train on the train split; 08's LoRA, by the
-    study's recipe, on the first ``sd_lora.lora_images`` images of the caption file, which reach into
-    the val split (``sdxl_lora.study_data`` applies the same rule; a test checks the two agree)."""
-    split = split or mdata.load(profile)
-    order = list(flickr8k.read_captions(flickr8k.find_layout(split.folder)[0]))
-    lora = profiles.get(profile).sd_lora.lora_images
-    seen = set(order[:lora if isinstance(lora, int) else round(lora * len(order))])
+def lora_split(folder: Path, lora_images: float | int) -> tuple[dict[str, list[str]], int]:
+    """08's LoRA image split, by the study's recipe: the captions of ``folder`` in caption-file order, and
+    how many of its first images LoRA trains on (``lora_images``: a count, or a share of all images).
+    The one place the rule lives: ``t2i.sdxl.experiment.study_data`` calls it, and ``unseen_images`` below."""
+    caps = flickr8k.read_captions(flickr8k.find_layout(folder)[0])
+    return caps, lora_images if isinstance(lora_images, int) else round(lora_images * len(caps))
+
+
+def unseen_images(split: mdata.Split, lora_images: float | int) -> list[mdata.Item]:
+    """The val items of ``split`` no generator trained on. 06, 07 and 09 train on the train split; 08's
+    LoRA on the first ``lora_images`` images of the caption file (``lora_split``), which reach into the
+    val split. Callers pass 08's number in (``profiles.get(profile).sd_lora.lora_images``)."""
+    caps, n_lora = lora_split(split.folder, lora_images)
+    seen = set(list(caps)[:n_lora])
     return [item for item in split.val if item[0] not in seen]
 
 
@@ -122,7 +128,7 @@ def heldout_prompts(profile: str, n: int | None = None) -> Prompts:
     spaced. On data without scene records (real Flickr8k) ``stated`` is empty dicts.
     ``n`` is for tests: 06–09 score the profile's number, so they score the same prompts."""
     split = mdata.load(profile)
-    unseen = unseen_images(profile, split)
+    unseen = unseen_images(split, profiles.get(profile).sd_lora.lora_images)
     scenes = world.read_scenes(split.folder) if available(profile) else None
     n = min(n or profiles.get(profile).t2i_eval.n_prompts, len(unseen), len(split.train))
     images, captions, stated = [], [], []
@@ -139,7 +145,7 @@ def training_combinations(profile: str, keys: Sequence[str] = COMPOSITIONAL_KEYS
     """Every combination of ``keys`` that some caption of a training image (any image but the
     held-out ones, ``unseen_images``) states together."""
     split = mdata.load(profile)
-    held = {name for name, _ in unseen_images(profile, split)}
+    held = {name for name, _ in unseen_images(split, profiles.get(profile).sd_lora.lora_images)}
     return {tuple(c["stated"][k] for k in keys) for name, rec in world.read_scenes(split.folder).items() if name not in held
             for c in rec["captions"] if all(k in c["stated"] for k in keys)}
 

@@ -196,7 +196,7 @@ def text_encoder_for(profile: str, max_tokens: int = 32) -> CLIPTextEncoder:
     """The profile's frozen CLIP text encoder: openai ViT-B/32 in paper; 03's world CLIP in cpu/smoke
     (``clip_pretrain.load_world_clip``: notebook 03's saved model; an error naming 03 when it has not run --
     07 never trains another notebook's model behind the reader's back)."""
-    if profile == "paper":
+    if profiles.get(profile).weights == "hub":
         return CLIPTextEncoder(pretrained.clip_tokenizer(profile), load_paper_clip(), max_tokens, "openai ViT-B/32")
     model = load_world_clip(profile)
     ctx = int(model.positional_embedding.shape[0])

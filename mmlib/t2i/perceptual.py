@@ -126,10 +126,11 @@ class LPIPSDistance(nn.Module):
 def perceptual_for(profile: str) -> tuple[nn.Module | None, str]:
     """(distance module, its name): LPIPS-VGG in paper when available, else the offline CNN's features
     at the profile's ``vq.perceptual_size``; ``(None, "none ...")`` where the profile's weight is 0."""
-    vq = profiles.get(profile).latent_diffusion.vq
+    setup = profiles.get(profile)
+    vq = setup.latent_diffusion.vq
     if vq.perceptual_weight == 0:
         return None, "none (perceptual_weight 0)"
-    if profile == "paper":
+    if setup.weights == "hub":
         return LPIPSDistance(), "LPIPS-VGG"
 
     net = pretrained.cnn(profile)

@@ -27,7 +27,7 @@ NOTEBOOK = "09"
 
 
 @dataclass(frozen=True)
-class Settings:
+class InfinitySettings:
     """Profile section ``infinity`` (09): tokenizer, scale transformer, their runs, sampling, speed test."""
     tokenizer: TokenizerConfig
     transformer: TransformerConfig
@@ -49,7 +49,7 @@ class Settings:
                                                                     scales=self.tokenizer.scales))
 
 
-def settings(profile: str, **overrides) -> Settings:
+def settings(profile: str, **overrides) -> InfinitySettings:
     """The ``infinity`` section of ``profile``; ``overrides`` replace top-level fields (e.g. ``flip_prob``)."""
     return dataclasses.replace(profiles.get(profile).infinity, **overrides)
 
@@ -62,7 +62,7 @@ class TrainingSet:
     captions: list[list[str]]          # 5 per image
 
 
-def training_set(profile: str, s: Settings) -> TrainingSet:
+def training_set(profile: str, s: InfinitySettings) -> TrainingSet:
     split = mdata.load(profile)
     items = split.train[:s.n_train] if s.n_train else split.train
     names = [n for n, _ in items]
@@ -76,7 +76,7 @@ def _fit(model, loss_fn, batches, cfg: train.TrainConfig, out_dir: Path, key: di
                      restart=retrain)
 
 
-def train_tokenizer(profile: str, s: Settings, ts: TrainingSet, retrain: bool = False,
+def train_tokenizer(profile: str, s: InfinitySettings, ts: TrainingSet, retrain: bool = False,
                     progress: bool = True) -> tuple[BitwiseTokenizer, train.FitResult]:
     torch.manual_seed(s.tokenizer_train.seed)
     model = BitwiseTokenizer(s.tokenizer)
@@ -131,7 +131,7 @@ def probe_batch(features: torch.Tensor, bank: TextBank, n: int = 256) -> dict:
     return {"feature": features[:n], "text": t.tokens[ids], "text_mask": t.mask[ids], "pooled": t.pooled[ids]}
 
 
-def train_transformer(profile: str, s: Settings, tokenizer: BitwiseTokenizer, features: torch.Tensor,
+def train_transformer(profile: str, s: InfinitySettings, tokenizer: BitwiseTokenizer, features: torch.Tensor,
                       bank: TextBank, flip_prob: float | None = None, retrain: bool = False,
                       stop_after: int | None = None, progress: bool = True
                       ) -> tuple[ScaleTransformer, train.FitResult]:

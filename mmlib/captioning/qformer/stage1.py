@@ -1,6 +1,6 @@
 """Notebooks 04 and 05, stage 1: the Q-former's data, training run, retrieval, figure and Table 2 rows.
 
-The model and its losses live in :mod:`.qformer`; this module ties them to a profile: the frozen
+The model and its losses live in :mod:`.model`; this module ties them to a profile: the frozen
 image tokens (03's world CLIP in smoke/cpu, BLIP-2's EVA ViT-g/14 in paper), the caption tensors,
 ``train.fit``, and the rows the report shows.
 """
@@ -12,13 +12,13 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 import torch
 
-from .. import data, paths, pretrained, profiles, results, train
-from ..nets import count_parameters
-from ..train import TrainConfig
-from . import encoders, experiment
-from .blip2_weights import BLIP2_HUB, EVATokens, blip2_vision
-from .clip_step import ensure_world_clip
-from .qformer import QFormer, QFormerConfig, TextCodec, init_from_text_encoder, qformer_loss, retrieval_recall
+from ... import data, paths, pretrained, profiles, results, train
+from ...nets import count_parameters
+from ...train import TrainConfig
+from .. import encoders, xattn_experiment
+from ..clip_step import ensure_world_clip
+from .model import QFormer, QFormerConfig, TextCodec, init_from_text_encoder, qformer_loss, retrieval_recall
+from .pretrained import BLIP2_HUB, EVATokens, blip2_vision
 
 
 @dataclass(frozen=True)
@@ -46,14 +46,14 @@ class QFormerSettings:
 
 
 def image_features(profile: str):
-    """Frozen image tokens of every train and val image (an ``experiment.Features``), computed once.
+    """Frozen image tokens of every train and val image (an ``xattn_experiment.Features``), computed once.
 
     smoke/cpu: the CLIP pretrained on world8k by 03 (its whole ViT token sequence, CLS included) —
     the very cache 03 wrote, so nothing is re-encoded; pretrained first if 03 has not run.
     paper: BLIP-2's EVA ViT-g/14 (all 257 tokens, as BLIP-2 feeds its Q-former), cached here."""
-    if profile != "paper":
+    if profiles.get(profile).weights == "offline":
         ensure_world_clip(profile)
-        return experiment.features(profile, "clip")
+        return xattn_experiment.features(profile, "clip")
     split = data.load(profile)
     names = [n for n, _ in split.train] + [n for n, _ in split.val]
     enc = EVATokens(blip2_vision(BLIP2_HUB))
@@ -62,7 +62,7 @@ def image_features(profile: str):
     tokens, seconds = encoders.cached_features(enc, lambda: data.images(split.folder, names, 224),
                                                paths.run_dir(profile, "04") / "features", key, batch_size=32)
     n = len(split.train)
-    return experiment.Features(split, tokens[:n], tokens[n:], enc.name, count_parameters(enc)[0], seconds, key)
+    return xattn_experiment.Features(split, tokens[:n], tokens[n:], enc.name, count_parameters(enc)[0], seconds, key)
 
 
 def captions_per_image(items: list, n: int) -> tuple[list[int], list[str]]:
@@ -172,7 +172,7 @@ STUDY_ROWS = {1: "ResNet-18 + cross-attn decoder", 2: "CLIP ViT-B/32 + cross-att
 
 def table2_row(profile: str, label: str, sc: dict[str, float]) -> dict:
     """One row of Table 2 in the columns 02/03 use: seed-mode BLEU-1..4, then standard BLEU-4, CIDEr-D, ROUGE-L."""
-    row = {"model": label, "profile / data": f"{profile} / {'Flickr8k' if profile == 'paper' else 'world8k'}"}
+    row = {"model": label, "profile / data": xattn_experiment.data_label(profile)}
     row.update({f"BLEU-{i} (seed)": sc[f"seed BLEU-{i}"] for i in range(1, 5)})
     row.update({k: sc[k] for k in ("BLEU-4", "CIDEr-D", "ROUGE-L")})
     return row
@@ -192,7 +192,7 @@ def save_table2(profile: str, feats, scores: dict[str, dict], beam: int) -> list
             table2_row(profile, "retrieval baseline (nearest image feature)", scores["retrieval"]),
             table2_row(profile, "human ceiling (leave-one-out)", scores["ceiling"]), study_row(3)]
     results.save_table(profile, "04_table2", rows, formats={c: ".1f" for c in rows[0] if c not in ("model", "profile / data")},
-                       note=experiment.TABLE2_NOTE)
+                       note=xattn_experiment.TABLE2_NOTE)
     results.save(profile, "04_scores", {k: scores[k] for k in ("model", "retrieval", "ceiling")})
     return rows
 
@@ -201,6 +201,6 @@ def reference_scores(profile: str, feats) -> tuple[dict, dict]:
     """(retrieval baseline, human ceiling) scores: 03's saved ones when 03 ran on the same features
     (the same CLIP tokens give the same baseline), else computed here."""
     saved = results.load(profile, "03_scores", default=None)
-    if saved and profile != "paper":
+    if saved and profiles.get(profile).weights == "offline":
         return saved["retrieval"], saved["ceiling"]
-    return experiment.score(experiment.retrieval_baseline(feats), feats.split), experiment.ceiling(feats.split)
+    return xattn_experiment.score(xattn_experiment.retrieval_baseline(feats), feats.split), xattn_experiment.ceiling(feats.split)

@@ -19,7 +19,7 @@ greedy / beam decoders of :mod:`mmlib.captioning.decoding`.
 
 The layers are transformers' ``Blip2QFormerModel`` (BERT layers + cross-attention every other
 layer + separate query/text feed-forwards); its parameter names match the pretrained BLIP-2
-checkpoints (``query_tokens``, ``qformer.*``) so stage 2 (:mod:`.qformer_llm`) can load either
+checkpoints (``query_tokens``, ``qformer.*``) so stage 2 (:mod:`.llm`) can load either
 ours or Salesforce's. HF has no stage-1 losses; those are here.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from transformers import Blip2QFormerConfig
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel, Blip2TextEmbeddings, eager_attention_forward
 
-from .decoding import generate
+from ..decoding import generate
 
 
 # ----------------------------------------------------------------------------- text side

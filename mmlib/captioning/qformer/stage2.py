@@ -1,6 +1,6 @@
 """Notebook 05's steps: stage 2 of BLIP-2 for a profile (the LLM, the data, the training run), its
 tables (Table 1 at paper sizes, Table 2 with every row run so far) and its results against the
-retrieval baseline. The model and its loss live in :mod:`.qformer_llm`.
+retrieval baseline. The model and its loss live in :mod:`.llm`.
 """
 from __future__ import annotations
 
@@ -13,15 +13,12 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Pr
 from transformers.models.blip_2.configuration_blip_2 import Blip2VisionConfig
 from transformers.models.blip_2.modeling_blip_2 import Blip2VisionModel
 
-from .. import ckpt, pretrained, profiles, results, train
-from ..nets import count_parameters
-from ..paths import run_dir
-from ..train import TrainConfig
-from .blip2_experiment import captions_per_image, study_row, table2_row, train_config
-from .blip2_weights import load_blip2_state
-from .experiment import TABLE2_NOTE
-from .qformer import QFormer, QFormerConfig
-from .qformer_llm import (
+from ... import ckpt, pretrained, profiles, results, train
+from ...nets import count_parameters
+from ...paths import run_dir
+from ...train import TrainConfig
+from ..xattn_experiment import TABLE2_NOTE
+from .llm import (
     PROMPT,
     QFormerLLM,
     QFormerLLMConfig,
@@ -29,6 +26,9 @@ from .qformer_llm import (
     load_query_branch,
     query_branch_state,
 )
+from .model import QFormer, QFormerConfig
+from .pretrained import load_blip2_state
+from .stage1 import captions_per_image, study_row, table2_row, train_config
 
 
 # ----------------------------------------------------------------------------- profile -> data and model

@@ -72,11 +72,12 @@ def _file_digest(path: Path) -> str:
 
 def image_encoder(profile: str, kind: str):
     """The frozen encoder of a notebook and a fingerprint of its weights."""
+    hub = profiles.get(profile).weights == "hub"
     if kind == "cnn":
         enc = encoders.cnn_encoder(profile)
-        return enc, {"encoder": enc.name, "profile_weights": "paper" if profile == "paper" else "offline"}
+        return enc, {"encoder": enc.name, "profile_weights": "paper" if hub else "offline"}
     s = settings(profile, kind)
-    if profile == "paper":
+    if hub:
         enc = encoders.clip_encoder(profile, pretrained=s.clip.pretrained, model_name=s.clip.model_name)
         return enc, {"encoder": enc.name}
     enc = encoders.clip_encoder(profile)
@@ -88,7 +89,7 @@ def features(profile: str, kind: str) -> Features:
 
     The world CLIP (``kind="clip"`` in smoke/cpu) is the CNN of ``kind="cnn"`` plus a Transformer, so
     its tokens are computed from the CNN grid cached by notebook 02: no image is encoded twice."""
-    if kind == "clip" and profile != "paper":
+    if kind == "clip" and profiles.get(profile).weights == "offline":
         return _world_clip_features(profile)
     s = settings(profile, kind)
     split = data.load(profile)
@@ -196,12 +197,16 @@ def retrieval_baseline(feats: Features) -> dict[str, str]:
     return retrieval_captions(feats.split.train, feats.train, [n for n, _ in feats.split.val], feats.val)
 
 
+def data_label(profile: str) -> str:
+    """The tables' "profile / data" cell: the profile and the data set it reads (``data.source``)."""
+    return f"{profile} / " + {"flickr8k": "Flickr8k", "world8k": "world8k"}[profiles.get(profile).data.source]
+
+
 def table2(profile: str, kind: str, rows: dict[str, dict[str, float]]) -> list[dict]:
     """Rows of Table 2 for one notebook: seed-mode BLEU beside the study's, then standard metrics."""
-    data_name = "Flickr8k" if profile == "paper" else "world8k"
     out = []
     for label, sc in rows.items():
-        row = {"model": label, "profile / data": f"{profile} / {data_name}"}
+        row = {"model": label, "profile / data": data_label(profile)}
         row.update({f"BLEU-{i} (seed)": sc[f"seed BLEU-{i}"] for i in range(1, 5)})
         row.update({k: sc[k] for k in ("BLEU-4", "CIDEr-D", "ROUGE-L")})
         out.append(row)

@@ -1,4 +1,4 @@
-"""An SDXL-architecture text-to-image pipeline (diffusers' ``StableDiffusionXLPipeline``) and its LoRA I/O.
+"""An SDXL-architecture text-to-image pipeline (diffusers' ``StableDiffusionXLPipeline``).
 
 - ``paper``: the real ``stabilityai/stable-diffusion-xl-base-1.0`` by name (``load_pipeline``).
 - ``smoke``/``cpu``: no SDXL weights exist offline, so a *tiny* pipeline of SDXL's component types is
@@ -8,34 +8,25 @@
   ``addition_embed_type="text_time"`` (SDXL micro-conditioning on original size / crop / target size,
   Podell et al. 2023, https://arxiv.org/abs/2307.01952, sec. 2.2).
 
-LoRA (Hu et al. 2021, https://arxiv.org/abs/2106.09685) through peft: a frozen weight ``W`` becomes
-``W + (alpha / r) B A`` with ``B = 0`` at the start, on ``to_q, to_k, to_v, to_out.0``; adapters are
-saved and loaded in diffusers' ``pytorch_lora_weights.safetensors`` format. Sampling runs the
-pipeline's own ``__call__`` on noise drawn up front from a seed. Training and the study's experiment
-are in :mod:`.sdxl_lora`.
+Sampling runs the pipeline's own ``__call__`` on noise drawn up front from a seed. LoRA is in :mod:`.lora`,
+training in :mod:`.stages`, the study's experiment in :mod:`.experiment`.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-from diffusers.utils import convert_state_dict_to_diffusers
-from peft import LoraConfig
-from peft.utils import get_peft_model_state_dict
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from ..device import autocast
-from ..images import to_signed, unit_to_uint8
-from ..pretrained import go_offline, hf_clip_tokenizer, hub_source, is_offline
+from ...device import autocast
+from ...images import to_signed, unit_to_uint8
+from ...pretrained import go_offline, hf_clip_tokenizer, hub_source, is_offline
 
 HUB_NAME = "stabilityai/stable-diffusion-xl-base-1.0"
-LORA_FILE = "pytorch_lora_weights.safetensors"   # diffusers' save_lora_weights name
-LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                  timestep_spacing="leading", steps_offset=1, prediction_type="epsilon")  # SDXL-base's scheduler
 
@@ -61,17 +52,6 @@ class TinySDXLConfig:
     @property
     def latent_size(self) -> int:
         return self.image_size // 2 ** (len(self.vae_channels) - 1)
-
-
-@dataclass
-class LoraSettings:
-    rank: int = 8
-    alpha: int | None = None           # None: = rank (the script's lora_alpha=rank)
-    targets: tuple[str, ...] = LORA_TARGETS
-
-    def peft_config(self):
-        return LoraConfig(r=self.rank, lora_alpha=self.alpha or self.rank, init_lora_weights="gaussian",
-                          target_modules=list(self.targets))
 
 
 # ----------------------------------------------------------------------------- the pipeline
@@ -187,48 +167,6 @@ def encode_latents(vae, images: torch.Tensor, batch_size: int = 64) -> tuple[tor
         means.append(dist.mean.float().cpu()), stds.append(dist.std.float().cpu())
     s = vae.config.scaling_factor
     return torch.cat(means) * s, torch.cat(stds) * s
-
-
-def add_lora(unet, lora: LoraSettings) -> list[str]:
-    """Freeze the UNet and attach a peft LoRA adapter on its attention projections (as the script does);
-    returns the names of the trainable (LoRA) parameters."""
-    unet.requires_grad_(False)
-    unet.add_adapter(lora.peft_config())
-    for n, p in unet.named_parameters():
-        p.requires_grad_("lora_" in n)
-    return [n for n, p in unet.named_parameters() if p.requires_grad]
-
-
-def lora_state(unet) -> dict[str, torch.Tensor]:
-    """The adapter's weights only, in diffusers' key format (``get_peft_model_state_dict``)."""
-    return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-
-
-def save_lora(unet, folder: Path) -> Path:
-    """``folder/pytorch_lora_weights.safetensors`` with only the LoRA matrices (``save_lora_weights``)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    StableDiffusionXLPipeline.save_lora_weights(str(folder), unet_lora_layers=lora_state(unet),
-                                                safe_serialization=True)
-    return folder / LORA_FILE
-
-
-def load_lora(pipe, path: Path, name: str = "photo") -> None:
-    """Load a saved adapter into ``pipe`` (peft backend) under ``name``; scale it with ``set_lora_scale``,
-    remove it with ``pipe.unload_lora_weights()``."""
-    path = Path(path)
-    pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
-
-
-def set_lora_scale(pipe, scale: float, name: str = "photo") -> None:
-    """Weight of adapter ``name`` (0 = the base model, 1 = as trained)."""
-    pipe.set_adapters([name], adapter_weights=[scale])
-
-
-def disk_size(path: Path) -> int:
-    """Bytes of a file or of all files under a folder."""
-    path = Path(path)
-    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 # ----------------------------------------------------------------------------- sampling

@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from transformers import Blip2Config
 from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel
 
-from .. import device
-from .blip2_weights import resolve
-from .qformer import QFormerConfig
+from ... import device
+from .model import QFormerConfig
+from .pretrained import resolve
 
 PROMPT = "Generate a simple short caption:"  # the study's prompt
 

@@ -17,8 +17,8 @@ from safetensors import safe_open
 from transformers import Blip2Config
 from transformers.models.blip_2.modeling_blip_2 import Blip2VisionModel
 
-from ..images import clip_normalize
-from ..pretrained import hub_source
+from ...images import clip_normalize
+from ...pretrained import hub_source
 
 
 def resolve(name_or_path: str) -> str:

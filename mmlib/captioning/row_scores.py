@@ -28,7 +28,7 @@ from .. import data, results
 from ..eval import captions as metrics
 from ..eval import scene_facts
 from ..eval.bootstrap import N_BOOT, Interval
-from .experiment import ceiling, retrieval_baseline, seed_refs
+from .xattn_experiment import ceiling, retrieval_baseline, seed_refs
 from .retrieval import retrieval_captions
 
 CONSTANT_CAPTION = "A dog is running on the grass ."
@@ -89,7 +89,7 @@ def per_image(hyps: dict[str, str], split: data.Split, raw: dict[str, list[str]]
 
 def calibration(split: data.Split, human_ceiling: dict | None = None, n_boot: int = N_BOOT) -> dict[str, dict]:
     """The calibration rows (see the module docstring), keyed constant / template / human;
-    ``human_ceiling``: ``experiment.ceiling(split)`` when the caller already has it."""
+    ``human_ceiling``: ``xattn_experiment.ceiling(split)`` when the caller already has it."""
     names = [n for n, _ in split.val]
     out = {"constant": score_row("constant caption (floor)", {n: CONSTANT_CAPTION for n in names}, split, n_boot=n_boot)}
     if has_scenes(split):

@@ -3,10 +3,10 @@
 The study fine-tuned ``stabilityai/stable-diffusion-xl-base-1.0`` with diffusers'
 ``examples/text_to_image/train_text_to_image_lora_sdxl.py`` (rank 128, 512 px, batch 16, 1000 steps,
 lr 1e-4 cosine) on the first 7,000 Flickr8k images with their first captions, and saw the style move
-from cartoon-like to photographic (its Figure 5). This module runs the same experiment with the same
+from cartoon-like to photographic (its Figure 5). The notebook runs the same experiment with the same
 diffusers/peft objects at two scales:
 
-- ``paper``: the real SDXL-base-1.0 by name (``load_pipeline``), the script's recipe (profile ``sd_lora``).
+- ``paper``: the real SDXL-base-1.0 by name (``load_pipeline``), the script's recipe (profile section ``08_lora``).
 - ``smoke``/``cpu``: no SDXL weights exist offline, so a *tiny* SDXL-architecture
   ``StableDiffusionXLPipeline`` is built here: two CLIP text encoders (``CLIPTextModel`` +
   ``CLIPTextModelWithProjection``, penultimate hidden states concatenated, pooled projection of the
@@ -15,12 +15,8 @@ diffusers/peft objects at two scales:
   Podell et al. 2023, https://arxiv.org/abs/2307.01952, sec. 2.2). Its "prior" is pretrained here on
   the world's **cartoon** renders (``pretrain_base``, cached), then LoRA adapts it to the **photo** renders.
 
-LoRA (Hu et al. 2021, https://arxiv.org/abs/2106.09685): a frozen weight ``W`` becomes
-``W + (alpha / r) B A`` with ``A`` (r × d_in), ``B`` (d_out × r), ``B = 0`` at the start (so the adapted
-model starts exactly at the base); only ``A, B`` of ``to_q, to_k, to_v, to_out.0`` train.
-Training objective (both stages): ``|| eps - eps_theta(z_t, t, c, time_ids) ||^2`` with
-``z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps`` (DDPM, https://arxiv.org/abs/2006.11239, eq. 4 and 14),
-SDXL's scaled-linear betas, ``z_0 = scaling_factor * E(x)``.
+The pipeline is :mod:`.pipeline`, the LoRA adapter :mod:`.lora`, the training stages (VAE, base, LoRA;
+their eps-objective) :mod:`.stages`; this module is notebook 08's experiment on top of them.
 """
 from __future__ import annotations
 
@@ -32,167 +28,33 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
-from diffusers import DDPMScheduler
 from PIL import Image
-from torch import nn
 
-from .. import ckpt, device, images, profiles, results, train
-from .. import data as mdata
-from ..data import flickr8k, world
-from ..eval import frechet, style, t2i
-from ..eval import oracle as orc
-from ..eval.bootstrap import interval as bootstrap_interval
-from ..eval.bootstrap import mean_interval
-from ..eval.style import StyleConfig
-from ..eval.t2i_fidelity import difference_interval, prompt_fidelity
-from ..eval.t2i_prompts import Prompts
-from ..eval.t2i_tables import fmt
-from ..images import psnr, to_signed, to_uint8
-from ..nets import n_params
-from ..paths import run_dir
-from .sdxl import (
-    SCHEDULER,
-    Denoiser,
-    LoraSettings,
-    SampleSettings,
-    TinySDXLConfig,
-    add_lora,
-    build_tiny_pipeline,
-    encode_latents,
-    load_pipeline,
-    save_lora,
-    time_ids,
-    tokenize,
-)
-
-
-@dataclass
-class StageConfig:
-    """One training stage (VAE, base diffusion or LoRA) run through ``train.fit``."""
-    steps: int
-    batch_size: int
-    lr: float
-    warmup: int = 0
-    schedule: str = "cosine"
-    grad_clip: float | None = 1.0
-    ckpt_every: int = 0
-    seed: int = 0
-    mixed_precision: str = "auto"
-    caption_dropout: float = 0.0       # share of captions replaced by SDXL's zero embedding (for CFG)
-    flip: float = 0.5                  # random horizontal flip probability (the script's --random_flip)
-    kl_weight: float = 1e-6            # VAE stage only (LDM's KL-reg weight)
-
-    def train_config(self, log_every: int = 10) -> train.TrainConfig:
-        return train.TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup=self.warmup,
-                                 schedule=self.schedule, grad_clip=self.grad_clip, ckpt_every=self.ckpt_every,
-                                 seed=self.seed, mixed_precision=self.mixed_precision, weight_decay=0.01,
-                                 log_every=max(1, min(log_every, self.steps // 20)))
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def training_data(pipe, images: torch.Tensor, captions: Sequence[Sequence[str]], tids: torch.Tensor,
-                  batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """Everything ``diffusion_loss`` needs, precomputed once (the VAE is frozen in both diffusion stages):
-    latents of the image and of its mirror image (the random flip), token ids of ``k`` captions per image.
-
-    images uint8 (N, 3, H, W); captions N lists (k = the shortest length is kept); tids (N, 6) or (6,).
-    """
-    k = min(len(c) for c in captions)
-    flat = [c for caps in captions for c in list(caps)[:k]]
-    ids, ids_2 = tokenize(pipe, flat)
-    mu, sd = encode_latents(pipe.vae, images, batch_size)
-    mu_f, sd_f = encode_latents(pipe.vae, images.flip(-1), batch_size)
-    n = len(images)
-    tids = tids.expand(n, 6) if tids.dim() == 1 else tids
-    return {"mu": mu, "sd": sd, "mu_flip": mu_f, "sd_flip": sd_f, "tids": tids.float().contiguous(),
-            "ids": ids.view(n, k, -1), "ids_2": ids_2.view(n, k, -1)}
-
-
-def noise_scheduler():
-    return DDPMScheduler(**{k: v for k, v in SCHEDULER.items() if k != "timestep_spacing"})
-
-
-def diffusion_loss(stage: StageConfig):
-    """``loss_fn(model: Denoiser, batch)`` for ``train.fit``: eps-MSE (DDPM eq. 14) on SDXL latents.
-
-    Per sample: one of its captions, a random flip (latents of the mirrored image), a posterior sample
-    ``z_0 = mu + sd * n``, caption dropout to zero embeddings. All draws use the global torch RNG,
-    which ``train.fit`` checkpoints, so a resumed run is exact.
-    """
-    sched = noise_scheduler()
-
-    def loss_fn(model: Denoiser, batch: dict) -> torch.Tensor:
-        dev = next(model.parameters()).device
-        b = batch["mu"].shape[0]
-        flip = (torch.rand(b) < stage.flip)[:, None, None, None]
-        mu = torch.where(flip, batch["mu_flip"], batch["mu"])
-        sd = torch.where(flip, batch["sd_flip"], batch["sd"])
-        z0 = mu + sd * torch.randn_like(mu)                                   # (B, 4, h, w)
-        pick = torch.randint(0, batch["ids"].shape[1], (b,))
-        ids, ids_2 = batch["ids"][torch.arange(b), pick], batch["ids_2"][torch.arange(b), pick]
-        keep = torch.rand(b) >= stage.caption_dropout
-        noise = torch.randn_like(z0)
-        t = torch.randint(0, sched.config.num_train_timesteps, (b,))
-        zt = sched.add_noise(z0, noise, t)                                    # eq. 4
-        pred = model(zt.to(dev), t.to(dev), ids.to(dev), ids_2.to(dev), batch["tids"].to(dev), keep.to(dev))
-        return F.mse_loss(pred.float(), noise.to(dev))                        # eq. 14
-    return loss_fn
-
-
-# ----------------------------------------------------------------------------- stages
-
-
-class _VAE(nn.Module):
-    def __init__(self, vae):
-        super().__init__()
-        self.vae = vae
-
-
-def vae_loss(stage: StageConfig):
-    """Reconstruction (L1 + L2) + ``kl_weight`` · KL(q(z|x) || N(0, I)) (LDM's KL-regularised autoencoder,
-    without the perceptual and adversarial terms), on randomly flipped images."""
-    def loss_fn(model: _VAE, batch: dict) -> tuple[torch.Tensor, dict]:
-        x = to_signed(batch["x"])
-        x = torch.where((torch.rand(len(x)) < stage.flip)[:, None, None, None], x.flip(-1), x)
-        x = x.to(next(model.parameters()).device)
-        dist = model.vae.encode(x).latent_dist
-        rec = model.vae.decode(dist.sample()).sample.float()
-        l_rec = F.l1_loss(rec, x) + F.mse_loss(rec, x)
-        kl = dist.kl().mean() / x[0].numel()
-        return l_rec + stage.kl_weight * kl, {"rec": float(l_rec), "kl": float(kl)}
-    return loss_fn
-
-
-def fit_vae(pipe, images: torch.Tensor, stage: StageConfig, out_dir: Path, key: dict, progress: bool = False
-            ) -> train.FitResult:
-    """Train the pipeline's ``AutoencoderKL`` on uint8 ``images``, then set ``scaling_factor`` = 1 / std
-    of the latents (SD's 0.18215 and SDXL's 0.13025 were chosen the same way)."""
-    pipe.vae.requires_grad_(True)
-    fit = train.fit(_VAE(pipe.vae), vae_loss(stage), {"x": images}, stage.train_config(), out_dir,
-                    {"stage": "vae", **key}, progress=progress)
-    pipe.vae.requires_grad_(False).eval()
-    pipe.vae.register_to_config(scaling_factor=1.0)
-    mu, _ = encode_latents(pipe.vae, images[:512])
-    pipe.vae.register_to_config(scaling_factor=float(1 / mu.std()))
-    return fit
-
-
-def fit_diffusion(pipe, data: dict, stage: StageConfig, out_dir: Path, key: dict, progress: bool = False
-                  ) -> train.FitResult:
-    """Train the parts of UNet + text encoders that require grad (set by the caller) on ``data``."""
-    return train.fit(Denoiser(pipe), diffusion_loss(stage), data, stage.train_config(), out_dir, key,
-                     progress=progress)
+from ... import ckpt, device, images, profiles, results
+from ... import data as mdata
+from ...data import world
+from ...eval import frechet, style, t2i
+from ...eval import oracle as orc
+from ...eval.bootstrap import interval as bootstrap_interval
+from ...eval.bootstrap import mean_interval
+from ...eval.style import StyleConfig
+from ...eval.t2i_fidelity import difference_interval, prompt_fidelity
+from ...eval.t2i_prompts import Prompts, lora_split
+from ...eval.t2i_tables import fmt
+from ...images import psnr, to_uint8
+from ...nets import n_params
+from ...paths import run_dir
+from .lora import LoraSettings, add_lora, save_lora
+from .pipeline import SampleSettings, TinySDXLConfig, build_tiny_pipeline, encode_latents, load_pipeline, time_ids
+from .stages import StageConfig, fit_diffusion, fit_vae, training_data
 
 
 # ----------------------------------------------------------------------------- the experiment
 
 
 @dataclass(frozen=True)
-class Experiment:
-    """Profile section ``sd_lora`` (08): everything the experiment sets."""
+class SDLoRASettings:
+    """Profile section ``08_lora`` (08): everything the experiment sets."""
     model: TinySDXLConfig = field(default_factory=TinySDXLConfig)
     vae: StageConfig = field(default_factory=lambda: StageConfig(steps=300, batch_size=64, lr=2e-3))
     base: StageConfig = field(default_factory=lambda: StageConfig(steps=1000, batch_size=64, lr=1e-3,
@@ -206,7 +68,7 @@ class Experiment:
     style: StyleConfig = field(default_factory=lambda: StyleConfig(steps=200))   # resolution is set per use
 
 
-def experiment(profile: str) -> Experiment:
+def settings(profile: str) -> SDLoRASettings:
     return profiles.get(profile).sd_lora
 
 
@@ -228,13 +90,11 @@ class Data:
         return self.order[self.n_lora:]
 
 
-def study_data(profile: str, exp: Experiment | None = None) -> Data:
-    exp = exp or experiment(profile)
+def study_data(profile: str, exp: SDLoRASettings | None = None) -> Data:
+    exp = exp or settings(profile)
     folder = mdata.folder_for(profile)
-    caps = flickr8k.read_captions(flickr8k.find_layout(folder)[0])
-    order = list(caps)
-    n = exp.lora_images if isinstance(exp.lora_images, int) else round(exp.lora_images * len(order))
-    return Data(folder, order, caps, n)
+    caps, n_lora = lora_split(folder, exp.lora_images)      # the one rule, shared with the held-out prompts
+    return Data(folder, list(caps), caps, n_lora)
 
 
 def style_folder(profile: str, style: str) -> Path:
@@ -249,7 +109,7 @@ def world_time_ids(profile: str, size: int) -> torch.Tensor:
     return time_ids((orig, orig), (0, 0), (size, size))
 
 
-def pretrain_base(profile: str, exp: Experiment | None = None, progress: bool = False, retrain: bool = False):
+def pretrain_base(profile: str, exp: SDLoRASettings | None = None, progress: bool = False, retrain: bool = False):
     """The base pipeline: in ``paper`` SDXL-base-1.0 (``load_pipeline``); else the tiny pipeline trained in
     two stages on the **cartoon** renders of the study's training split (its prior), saved with
     ``save_pretrained`` under ``runs/<profile>/08/base-<hash>/`` and reloaded from there on reruns.
@@ -258,7 +118,7 @@ def pretrain_base(profile: str, exp: Experiment | None = None, progress: bool = 
     reconstructs photos; the prior's style lives in the UNet). Stage 2: UNet + both text encoders on the
     cartoon latents with all five captions per image. Returns ``(pipe, info)``.
     """
-    exp = exp or experiment(profile)
+    exp = exp or settings(profile)
     if exp.pretrained:
         return load_pipeline(profile), {"source": exp.pretrained, "cached": True, "seconds": 0.0}
     d, cfg = study_data(profile, exp), exp.model
@@ -298,10 +158,10 @@ def pretrain_base(profile: str, exp: Experiment | None = None, progress: bool = 
     return pipe, {**info, "cached": False}
 
 
-def lora_data(profile: str, pipe, exp: Experiment | None = None) -> dict[str, torch.Tensor]:
+def lora_data(profile: str, pipe, exp: SDLoRASettings | None = None) -> dict[str, torch.Tensor]:
     """Photo latents of the LoRA split (first ``n_lora`` images, their first caption(s)); in ``paper`` the
     real images centre-cropped to the script's resolution, with their true size/crop time ids."""
-    exp = exp or experiment(profile)
+    exp = exp or settings(profile)
     d = study_data(profile, exp)
     size = exp.model.image_size
     names = d.lora_names
@@ -324,11 +184,11 @@ def paper_time_ids(folder: Path, names: Sequence[str], size: int) -> torch.Tenso
     return torch.stack(rows)
 
 
-def finetune_lora(profile: str, pipe, base_info: dict, exp: Experiment | None = None, progress: bool = False):
+def finetune_lora(profile: str, pipe, base_info: dict, exp: SDLoRASettings | None = None, progress: bool = False):
     """Attach LoRA to ``pipe.unet`` (base frozen), train it with ``train.fit`` on the photo split and save
     only the adapter. Returns ``(path of the .safetensors, FitResult)``. The checkpoint of ``train.fit``
     holds the LoRA matrices + optimizer state only (only they require grad)."""
-    exp = exp or experiment(profile)
+    exp = exp or settings(profile)
     pipe.to(device.device())
     for m in (pipe.unet, pipe.text_encoder, pipe.text_encoder_2, pipe.vae):
         m.requires_grad_(False)
@@ -382,9 +242,9 @@ def first_stage(pipe, base_info: dict) -> tuple[str, Callable[[torch.Tensor], to
     return str(base_info.get("key") or base_info.get("source")), lambda images: vae_round_trip(pipe, images)
 
 
-def style_evaluation(profile: str, exp: Experiment, prompts: Prompts, sets: dict[str, torch.Tensor], steps: int,
+def style_evaluation(profile: str, exp: SDLoRASettings, prompts: Prompts, sets: dict[str, torch.Tensor], steps: int,
                      first_stage: tuple[str, Callable[[torch.Tensor], torch.Tensor]] | None = None):
-    """The calibrated style table (``sd_lora_style``) and its numbers (result ``sd_lora_eval``).
+    """The calibrated style table (``08_style``) and its numbers (result ``08_eval``).
 
     For every image set of ``sets`` (one image per prompt: real renders, the controls of
     ``style_controls``, the base and the LoRA samples): the share the style classifier reads as photo,
@@ -429,7 +289,7 @@ def style_evaluation(profile: str, exp: Experiment, prompts: Prompts, sets: dict
         "fidelity_photo_ceiling": cell("real photo renders", "fidelity"),
         "frechet_base": cell(BASE, "frechet", 1), "frechet_lora": cell(LORA, "frechet", 1),
         "frechet_floor": cell("real photo renders", "frechet", 1)}
-    results.save(profile, "sd_lora_eval", ev)
+    results.save(profile, "08_eval", ev)
     cal = ev["classifier"]
     table = [{"images": name, "true style": v["style"], "photo style % [95 % CI]": fmt(v["photo_share"]),
               "fidelity % [95 % CI]": fmt(v["fidelity"]),
@@ -442,7 +302,7 @@ def style_evaluation(profile: str, exp: Experiment, prompts: Prompts, sets: dict
             + ("calibrated." if cal["calibrated"] else "NOT calibrated (" + "; ".join(cal["failures"]) + ").")
             + f" Fidelity: macro over the oracle's readable attributes; Fréchet in {frechet.FEATURES} "
               "(for the real photos: the floor, a disjoint real set).")
-    results.save_table(profile, "sd_lora_style", table, note=note)
+    results.save_table(profile, "08_style", table, note=note)
     return ev, oracle, clf
 
 
