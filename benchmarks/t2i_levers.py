@@ -26,17 +26,17 @@ from mmlib.t2i import pixel_diffusion as pd
 
 # name -> (model overrides, train overrides, paper each lever comes from)
 VARIANTS: dict[str, tuple[dict, dict, str]] = {
-    "base": ({}, {}, "the cpu profile before this sweep"),
+    "base": (dict(snr_gamma=0.0), {}, "the cpu profile before this sweep (plain ε-MSE)"),
     "min_snr5": (dict(snr_gamma=5.0), {}, "min-SNR-γ, Hang et al. 2023"),
-    "v_pred": (dict(prediction="v_prediction"), {}, "v-prediction, Salimans & Ho 2022"),
+    "v_pred": (dict(prediction="v_prediction", snr_gamma=0.0), {}, "v-prediction, Salimans & Ho 2022"),
     "v_min_snr5": (dict(prediction="v_prediction", snr_gamma=5.0), {}, "v + min-SNR-γ"),
-    "pooled_text": (dict(pooled_text=True), {}, "pooled text in the timestep embedding (SDXL, Imagen)"),
-    "attn16": (dict(down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "pooled_text": (dict(pooled_text=True, snr_gamma=0.0), {}, "pooled text in the timestep embedding (SDXL, Imagen)"),
+    "attn16": (dict(snr_gamma=0.0, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")), {},
                "cross-attention at 16x16 too"),
-    "offset_noise": (dict(offset_noise=0.1), {}, "offset noise (dark scenes)"),
-    "lr2e-3": ({}, dict(lr=2e-3, warmup=100), "higher lr with warm-up"),
-    "wide": (dict(block_out_channels=(64, 128, 128), norm_num_groups=32), {}, "the probe's widths"),
+    "offset_noise": (dict(offset_noise=0.1, snr_gamma=0.0), {}, "offset noise (dark scenes)"),
+    "lr2e-3": (dict(snr_gamma=0.0), dict(lr=2e-3, warmup=100), "higher lr with warm-up"),
+    "wide": (dict(snr_gamma=0.0, block_out_channels=(64, 128, 128), norm_num_groups=32), {}, "the probe's widths"),
     # second round, on top of the first round's winner (min-SNR-γ 5)
     "min_snr5+attn16": (dict(snr_gamma=5.0, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D",
                                                                "CrossAttnDownBlock2D"),

@@ -235,7 +235,7 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
                        head_dim=32, text_width=64, text_layers=3, projection_dim=64, time_embed_dim=16,
                        norm_num_groups=16),
             vae=dict(steps=300, batch_size=32, lr=2e-3, warmup=20),
-            base=dict(steps=1200, batch_size=32, lr=1e-3, warmup=50, caption_dropout=0.1),
+            base=dict(steps=1200, batch_size=32, lr=1e-3, warmup=50, caption_dropout=0.1, snr_gamma=5.0),   # min-SNR-γ as 06, 07
             finetune=dict(steps=300, batch_size=32, lr=1e-3, warmup=20),
             lora=dict(rank=8), style=dict(steps=200, batch_size=128, width=16),
             sample=dict(steps=20, guidance=5.0, batch_size=64, original_size=128),

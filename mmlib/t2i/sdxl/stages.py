@@ -18,6 +18,7 @@ from torch import nn
 
 from ... import train
 from ...images import to_signed
+from ..diffusion import snr_weight
 from .pipeline import SCHEDULER, Denoiser, encode_latents, tokenize
 
 
@@ -36,6 +37,7 @@ class StageConfig:
     caption_dropout: float = 0.0       # share of captions replaced by SDXL's zero embedding (for CFG)
     flip: float = 0.5                  # random horizontal flip probability (the script's --random_flip)
     kl_weight: float = 1e-6            # VAE stage only (LDM's KL-reg weight)
+    snr_gamma: float = 0.0             # diffusion stages: min-SNR-γ loss weight (Hang et al. 2023); 0: plain ε-MSE
 
     def train_config(self, log_every: int = 10) -> train.TrainConfig:
         return train.TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup=self.warmup,
@@ -92,7 +94,10 @@ def diffusion_loss(stage: StageConfig):
         t = torch.randint(0, sched.config.num_train_timesteps, (b,))
         zt = sched.add_noise(z0, noise, t)                                    # eq. 4
         pred = model(zt.to(dev), t.to(dev), ids.to(dev), ids_2.to(dev), batch["tids"].to(dev), keep.to(dev))
-        return F.mse_loss(pred.float(), noise.to(dev))                        # eq. 14
+        if not stage.snr_gamma:
+            return F.mse_loss(pred.float(), noise.to(dev))                    # eq. 14
+        per_sample = (pred.float() - noise.to(dev)).pow(2).flatten(1).mean(1)
+        return (snr_weight(sched, t, stage.snr_gamma, "epsilon").to(dev) * per_sample).mean()
     return loss_fn
 
 
