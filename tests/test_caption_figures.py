@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import matplotlib
 import torch
 
-from mmlib.captioning import blip2_experiment as qf
-from mmlib.captioning import experiment as ex
+from mmlib.captioning.qformer import stage1 as qf
+from mmlib.captioning import xattn_experiment as ex
 
 matplotlib.use("Agg")
 

@@ -7,7 +7,7 @@ import pytest
 
 from mmlib import claims, claims_captioning, results
 from mmlib import data as mdata
-from mmlib.captioning import truth
+from mmlib.captioning import row_scores
 from mmlib import verdicts as verdicts_mod
 from mmlib.eval.bootstrap import Interval
 
@@ -80,7 +80,7 @@ def test_beats_is_a_non_overlap_test():
 
 # ---- paired differences, the convergence precondition, stage 1's ITM
 def per_image_row(nb, bleu_stats, facts, encoder="world8k CLIP (pretrained in 03)", images=(3, "a", "c")):
-    """A model row with per-image sums (what truth.score_row saves for paired tests); intervals wide."""
+    """A model row with per-image sums (what row_scores.score_row saves for paired tests); intervals wide."""
     results.save("cpu", f"{nb}_truth", {"model": {
         "label": nb, "seed BLEU-4": iv(20.0, 10.0), "facts": {"f1": iv(0.5, 0.3)}, "encoder": encoder,
         "per_image": {"images": list(images), "bleu": bleu_stats, "facts": facts}}})
@@ -155,7 +155,7 @@ def test_a_margin_inside_the_stated_spread_needs_seeds(monkeypatch, runs):
 
 
 def test_model_rows_save_per_image_sums_that_pair_two_rows(tmp_path):
-    """truth.per_image (what score_row saves for model rows) feeds the paired test, in split.val order."""
+    """row_scores.per_image (what score_row saves for model rows) feeds the paired test, in split.val order."""
     scenes = [{"background": "park", "category": "person", "subject": "man", "count": 1, "clothing_colour": "red",
                "garment": "top", "hair_colour": "black", "action": "running", "ball": False, "object": "none",
                "second_subject": "none"},
@@ -169,8 +169,8 @@ def test_model_rows_save_per_image_sums_that_pair_two_rows(tmp_path):
     split = mdata.Split(folder=tmp_path, train=[], val=[(n, refs[n]) for n in names], source="world8k")
     good = {n: refs[n][0] for n in names}
     bad = {n: "a dog runs on the grass ." for n in names}
-    a = {"per_image": truth.per_image(dict(reversed(list(good.items()))), split, refs)}   # any dict order
-    b = {"per_image": truth.per_image(bad, split, refs)}
+    a = {"per_image": row_scores.per_image(dict(reversed(list(good.items()))), split, refs)}   # any dict order
+    b = {"per_image": row_scores.per_image(bad, split, refs)}
     assert a["per_image"]["images"] == [40, "w0.jpg", "w39.jpg"] and len(a["per_image"]["facts"]) == 40
     for metric in ("BLEU", "F1"):
         d = claims_captioning.paired_difference(a, b, metric)

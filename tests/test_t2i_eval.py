@@ -134,12 +134,12 @@ def test_time_sampling_reports_rates_and_network_passes():
 
 
 def test_heldout_prompts_are_unseen_by_every_generator_and_state_what_the_caption_says():
-    from mmlib.t2i import sdxl_lora
+    from mmlib.t2i.sdxl import experiment as sdxl_experiment
     prompts = t2i_prompts.heldout_prompts("smoke", n=8)
     assert len(prompts) == 8 == len(prompts.floor) and all(isinstance(s, dict) and s for s in prompts.stated)
     split = mdata.load("smoke")
     assert set(prompts.images) <= {n for n, _ in split.val}
-    assert not set(prompts.images) & set(sdxl_lora.study_data("smoke").lora_names)   # 08's LoRA never saw them
+    assert not set(prompts.images) & set(sdxl_experiment.study_data("smoke").lora_names)   # 08's LoRA never saw them
     assert set(prompts.floor) <= {n for n, _ in split.train}                         # the floor is disjoint
     for cap, st in zip(prompts.captions, prompts.stated):
         if "clothing_colour" in st:
@@ -257,14 +257,14 @@ def test_style_classifier_trained_with_a_first_stage_reads_its_round_trips_by_st
 def test_vae_round_trip_keeps_shape_and_dtype():
     from diffusers import AutoencoderKL
 
-    from mmlib.t2i import sdxl_lora
+    from mmlib.t2i.sdxl import experiment as sdxl_experiment
     vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
                         up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8)
     x, _ = renders(3, seed=4, style_name="cartoon")
-    out = sdxl_lora.vae_round_trip(types.SimpleNamespace(vae=vae), x)
+    out = sdxl_experiment.vae_round_trip(types.SimpleNamespace(vae=vae), x)
     assert out.shape == x.shape and out.dtype == torch.uint8
-    controls = sdxl_lora.style_controls(types.SimpleNamespace(vae=vae), x, x)
-    assert set(controls) == set(sdxl_lora.CONTROLS) and all(v.shape == x.shape for v in controls.values())
+    controls = sdxl_experiment.style_controls(types.SimpleNamespace(vae=vae), x, x)
+    assert set(controls) == set(sdxl_experiment.CONTROLS) and all(v.shape == x.shape for v in controls.values())
 
 
 # ----------------------------------------------------------------------------- rows, tables, verdicts

@@ -19,8 +19,8 @@ Layout. ``paper`` keeps the study's UNet (Listing 2): blocks (64, 128, 256, 256)
 ``CrossAttnDownBlock2D ×2, DownBlock2D ×2 / UpBlock2D ×2, CrossAttnUpBlock2D ×2``, i.e. attention at
 the two *highest* resolutions. On 2 CPU cores that attention dominates (27.7M params, 1.3 s per
 batch-8 step at 32 px, 10.9 s at 64 px; ../shared/MEASURED.md), so ``cpu`` keeps the same block types
-but moves cross-attention to the *lowest* resolution (8×8) and the middle block, with widths
-(32, 64, 64) at 32 px (the profile's ``pixel_diffusion`` section).
+but moves cross-attention to the lower resolutions (16×16, 8×8) and the middle block, with widths
+(32, 64, 64) at 32 px and the min-SNR-γ loss weight (the profile's ``pixel_diffusion`` section).
 """
 from __future__ import annotations
 
