@@ -193,7 +193,7 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
                                  max_tokens=16),
                       train=dict(steps=10, batch_size=8, lr=1e-3, warmup=0, ema=0.9, ckpt_every=0, log_every=1),
                       sample=dict(sampler="ddim", steps=3, guidance=4.0, batch_size=16),
-                      figure_seeds=2, colour_samples=4),
+                      figure_seeds=2, colour_samples=4, seeds=2, seed_prompts=16),
         "cpu": dict(vq=dict(image_size=32, block_out_channels=(32, 64, 128), norm_num_groups=32, num_codes=512,
                             perceptual_weight=0.0, perceptual_size=64, disc_start=250, disc_weight=0.5,
                             disc_channels=32, disc_layers=2),
@@ -204,7 +204,9 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
                                snr_gamma=5.0),   # min-SNR-γ, as in 06 (benchmarks/t2i_levers.py)
                     train=dict(steps=1000, batch_size=32, lr=1e-3, warmup=50, ema=0.995, ckpt_every=200, log_every=10),
                     sample=dict(sampler="ddim", steps=25, guidance=4.0, batch_size=50),
-                    figure_seeds=4, colour_samples=24),
+                    # claim 2.4 is judged on 3 training seeds of the second stage (first stage shared), each
+                    # sampling the first 100 held-out prompts: the margin was inside the run-to-run spread
+                    figure_seeds=4, colour_samples=24, seeds=3, seed_prompts=100),
         "paper": dict(vq=dict(image_size=256, block_out_channels=(128, 128, 256, 512), layers_per_block=2,
                               norm_num_groups=32, num_codes=8192, mid_attention=True, perceptual_weight=1.0,
                               perceptual_size=256, disc_start=5000, disc_weight=0.8, disc_channels=64, disc_layers=3),

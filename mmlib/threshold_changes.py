@@ -86,6 +86,15 @@ THRESHOLD_CHANGES: list[dict] = [
      "why": "the LDM's first stage was too blurry to carry the scene; changed after the cpu results of the earlier "
             "first stage were seen, where 2.4 did not hold; with the new first stage it holds (in bf16)",
      "date": "2026-11-29"},
+    {"claim": "2.4 (training seeds)", "affects": ("2.4",), "kind": "rule",
+     "old": "one training run, against the strongest baseline on the 200 held-out prompts; 'needs seeds' when the "
+            "margin was below a stated spread (the bf16 − fp32 difference of one earlier run)",
+     "new": "the second stage trained with 3 seeds, each sampling the first 100 held-out prompts: holds when every "
+            "seed's lower bound lies above the strongest baseline's upper bound, does not hold when none does, "
+            "otherwise not decided (seeds disagree); the spread over seeds is stated",
+     "why": "the earlier verdict flipped with the training precision, so the run-to-run spread was larger than the "
+            "margin; set before the run that judges it, after the single-seed results were seen",
+     "date": "2026-12-08"},
 ]
 
 

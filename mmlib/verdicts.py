@@ -10,6 +10,7 @@ A check returns ``(ours, ok)``; ``ok`` is
   stopped by its step budget while its validation loss was still falling;
 - :class:`NeedsSeeds`: the verdict's margin is smaller than a stated run-to-run spread, so one run
   cannot decide it (more seeds were not run within the budget);
+- :class:`SeedsDisagree`: the test was run on several training seeds and some pass, some fail;
 - ``None``: not run.
 """
 from __future__ import annotations
@@ -55,6 +56,16 @@ class NeedsSeeds:
         return f"NeedsSeeds({self.would!r}, {self.margin:.3g} < {self.spread:.3g})"
 
 
+class SeedsDisagree:
+    """Judged on ``n`` training seeds, ``wins`` of which pass the test: one run's verdict would be luck."""
+
+    def __init__(self, wins: int, n: int):
+        self.wins, self.n = wins, n
+
+    def __repr__(self) -> str:
+        return f"SeedsDisagree({self.wins}/{self.n})"
+
+
 def decided(ok) -> bool:
     return isinstance(ok, (bool, Says))
 
@@ -66,6 +77,8 @@ def verdict(ok) -> str:
         return f"{NOT_TESTABLE} ({ok.why})"
     if isinstance(ok, Says):
         return ok.text
+    if isinstance(ok, SeedsDisagree):
+        return f"not decided: training seeds disagree ({ok.wins} of {ok.n} pass)"
     if isinstance(ok, NeedsSeeds):
         u = f" {ok.unit}" if ok.unit else ""
         return f"{NEEDS_SEEDS}; this run: {ok.would} by {ok.margin:.3g}{u}, less than the spread {ok.spread:.3g}{u} ({ok.source})"

@@ -174,3 +174,20 @@ def test_06_and_07_sample_identically_given_the_same_noise(sampler):
     pixels = pd.sample(m, text, mask, text[0] * 0, mask[0], sc, seed=7, noise=noise)
     latents = ldm.sample_latents(m, text, mask, text[0] * 0, mask[0], sc, seed=7, noise=noise)
     assert torch.equal(pixels, images.to_uint8(latents))
+
+
+def test_a_training_seed_draws_its_own_init_and_batches_and_keeps_its_own_checkpoints(tmp_path):
+    """07's seed replicas: seed=None is the profile's seed (the same checkpoint as seed 0); seed 1 trains another
+    model into another folder; each reloads from its own checkpoint."""
+    torch.manual_seed(0)
+    vq = vqvae.build_vqmodel(vqvae.VQConfig(image_size=16, block_out_channels=(16, 32), norm_num_groups=8,
+                                            num_codes=64)).eval()
+    imgs = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8)
+    caps = [[f"a girl in a {c} dress"] for c in ("pink", "black", "green", "red")] * 4
+    run = lambda seed: ldm.train_second_stage("smoke", vq, imgs, caps, encoder(), tmp_path, vq_id="v",   # noqa: E731
+                                              progress=False, seed=seed)
+    a, b, a0 = run(None), run(1), run(0)
+    assert a["fit"].train_dir != b["fit"].train_dir and a0["fit"].train_dir == a["fit"].train_dir and a0["fit"].cached
+    sa, sb = a["model"].state_dict(), b["model"].state_dict()
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa)
+    assert all(torch.equal(sa[k], v) for k, v in a0["model"].state_dict().items())

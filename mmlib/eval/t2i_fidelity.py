@@ -117,6 +117,7 @@ def derangement(n: int, seed: int = EVAL_SEED) -> np.ndarray:
 
 _REFERENCES: dict[tuple, dict] = {}
 BASELINES = ("prior", "mean_image", "majority")     # the text-blind rows a model must beat
+BASELINE_NAMES = {"prior": "random other scene", "mean_image": "mean image", "majority": "majority value"}
 
 
 def majority_fidelity(model: AttributeOracle, stated: Sequence[dict], over: Sequence[str] | None = None,

@@ -75,6 +75,8 @@ class LatentDiffusionSettings:
     sample: SampleConfig                # the evaluation's sampler, steps, CFG scale, batch
     figure_seeds: int                   # samples per prompt in Figure 11
     colour_samples: int                 # samples per dress colour scored
+    seeds: int = 1                      # training seeds of the second stage judged by claim 2.4 (0, 1, ...)
+    seed_prompts: int | None = None     # held-out prompts each seed samples for the spread (None: all)
 
 
 def config_from_profile(section: LatentDiffusionSettings) -> LDMConfig:
@@ -261,10 +263,14 @@ def generate(model: LatentDiffusion, vq, encoder: CLIPTextEncoder, prompts: Sequ
 
 # ----------------------------------------------------------------------------- one call for the notebook
 def train_second_stage(profile: str, vq, train_images: torch.Tensor, captions: Sequence[Sequence[str]],
-                       encoder: CLIPTextEncoder, out_dir, vq_id: str, progress: bool = True) -> dict:
+                       encoder: CLIPTextEncoder, out_dir, vq_id: str, progress: bool = True,
+                       seed: int | None = None) -> dict:
     """Precompute latents and CLIP token features once, then train the latent UNet with fit() (EMA
-    weights loaded at the end). Returns {"model", "fit", "cfg", "bank", "latents_seconds"}."""
+    weights loaded at the end). ``seed`` (default: the profile's training seed) draws the initial weights
+    and the batch order; a replica with another seed has its own checkpoints (the seed is in the key).
+    Returns {"model", "fit", "cfg", "bank", "prep_seconds"}."""
     sec = profiles.get(profile).latent_diffusion
+    tcfg = sec.train if seed is None else dataclasses.replace(sec.train, seed=seed)
     t0 = time.perf_counter()
     latents = encode_latents(vq, train_images)                          # (N, C, h, w)
     cfg = dataclasses.replace(config_from_profile(sec), text_dim=encoder.dim,
@@ -274,9 +280,8 @@ def train_second_stage(profile: str, vq, train_images: torch.Tensor, captions: S
     bank = build_text_bank(encoder, [c for cs in captions for c in cs], cache=Path(out_dir) / f"text-{text_id[-12:]}")
     data = training_data(latents, captions, bank)
     prep = time.perf_counter() - t0
-    torch.manual_seed(0)
+    torch.manual_seed(tcfg.seed)
     model = LatentDiffusion(cfg)
-    tcfg = sec.train
     key = {"ldm": cfg.key(), "vq": vq_id, "text": text_id, "n_images": len(train_images)}
     fit = train.fit(model, ldm_loss(bank, cfg), data, tcfg, out_dir, key, progress=progress)
     if fit.ema is not None:
