@@ -132,6 +132,10 @@ def save_runtime_table(profile: str, times: dict) -> None:
              "load at start": t.get("load"), "rerun, checkpoints cached (s)": t.get("cached_run"),
              "rerun load": t.get("cached_load")}
             for name, t in sorted(times["notebooks"].items())]   # keys "NN_name|precision" (older runs: "NN_name", fp32)
+    for precision in sorted({r["precision"] for r in rows}):       # the whole run: the sum of the first runs
+        first = [r["first run (s)"] for r in rows if r["precision"] == precision and r["first run (s)"] is not None]
+        rows.append({"notebook": f"all {len(first)} (sum)", "precision": precision, "first run (s)": sum(first),
+                     "load at start": None, "rerun, checkpoints cached (s)": None, "rerun load": None})
     results.save_table(profile, "runtime_table", rows, formats={"first run (s)": ".0f", "rerun, checkpoints cached (s)": ".0f",
                                                                "load at start": ".1f", "rerun load": ".1f"},
                        note=f"{m['cores']} cores, {m['cpu']}, Python {m['python']}, profile {profile}; load = the 1-minute load "
@@ -274,9 +278,17 @@ def run(profile: str, only: list[str] | None = None, force: bool = False, thread
     todo = notebooks(only)
     done: list[dict] = []
 
+    started = time.perf_counter()
+
     def finish(code: int) -> int:
         done.extend({"notebook": nb.stem, "status": "not reached", "precision": precision} for nb in todo[len(done):])
         print(f"[run_all] summary, profile {profile}:\n{summary_table(done)}", flush=True)
+        if code == 0:       # this invocation as a whole (a rerun with nothing changed: every notebook cached)
+            saved = results.load(profile, "runtime", default={"notebooks": {}})
+            saved["last_invocation"] = {"seconds": round(time.perf_counter() - started, 1), "precision": precision,
+                                        "ran": sum(d["status"] == "run" for d in done),
+                                        "cached": sum(d["status"] == "cached" for d in done)}
+            results.save(profile, "runtime", {**saved, "machine": times["machine"]})
         return code
 
     for nb in todo:

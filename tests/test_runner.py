@@ -143,8 +143,17 @@ def test_run_reports_progress_estimates_and_a_summary_table(tree, monkeypatch, c
     times = results.load("smoke", "runtime")["notebooks"]
     assert set(times) == {f"01_x|{device.precision()}", f"02_y|{device.precision()}"}
     assert results.load_provenance("smoke", "runtime")["notebook"] == runner.RUNNER
+    inv = results.load("smoke", "runtime")["last_invocation"]
+    assert inv["ran"] == 2 and inv["cached"] == 0 and inv["seconds"] >= 0
+    total = results.load("smoke", "runtime_table")["rows"][-1]
+    assert total["notebook"] == "all 2 (sum)" and total["first run (s)"] == pytest.approx(
+        sum(t["seconds"] for t in results.load("smoke", "runtime")["notebooks"].values()))
     out = capsys.readouterr().out
     assert "1 thread per notebook" in out and "last run" not in out            # nothing recorded yet
+    assert runner.run("smoke") == 0                                            # nothing changed: all cached
+    assert results.load("smoke", "runtime")["last_invocation"] | {"seconds": 0} == {
+        "seconds": 0, "precision": device.precision(), "ran": 0, "cached": 2}
+    capsys.readouterr()
 
     error = pm.PapermillExecutionError(0, 3, "x", "ValueError", "bad", [])
     fake_papermill(monkeypatch, lambda name: error if name == "01_x" else None)

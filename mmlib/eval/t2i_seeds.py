@@ -26,7 +26,8 @@ def seed_record(profile: str, oracle: AttributeOracle, prompts: Prompts,
     """Score each training seed's samples of ``prompts`` (one image per prompt, same noise for every seed).
 
     Returns ``{"n_prompts", "set", "seeds": {seed: {"macro", "model_minus_strongest", "margin"}},
-    "strongest_baseline", "baseline": interval dict, "attributes", "spread", "mean", "min", "max"}``:
+    "strongest_baseline", "baseline": interval dict, "attributes", "spread", "spread_points", "mean", "min",
+    "max"}``:
     ``macro`` is the seed's macro fidelity over the attributes readable on the set (95 % interval over
     prompts), ``margin`` its lower bound minus the strongest baseline's upper bound (> 0: the seed beats the
     baseline on the claim's test), ``spread`` max − min of the seeds' macro values."""
@@ -48,6 +49,7 @@ def seed_record(profile: str, oracle: AttributeOracle, prompts: Prompts,
     values = [r["macro"]["value"] for r in seeds.values()]
     return {"set": prompts.name, "n_prompts": len(prompts), "seeds": seeds, "strongest_baseline": best,
             "baseline": base, "attributes": attrs, "spread": max(values) - min(values),
+            "spread_points": 100 * (max(values) - min(values)),
             "mean": sum(values) / len(values), "min": min(values), "max": max(values)}
 
 
