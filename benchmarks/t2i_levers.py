@@ -2,6 +2,10 @@
 
 Usage: python benchmarks/t2i_levers.py [--profile cpu] [--steps 1200] [--only NAME]... [--prompts 200]
 
+Sampling levers (``SAMPLING_VARIANTS``: guidance scale, sampler steps) change nothing in training: they
+sample 06's own trained model (the notebook's checkpoint under ``runs/<profile>/06``, reused, not
+retrained, when 06 has run with the profile's settings) with one sampler setting changed.
+
 Every variant trains the ``pixel_diffusion`` section's model from the same seed on the same data for
 the same number of steps (``--steps``), changing one thing (``VARIANTS``); it is then sampled on the
 first ``--prompts`` held-out prompts with the section's sampler (seed 0, the evaluation's prompts) and
@@ -46,22 +50,38 @@ VARIANTS: dict[str, tuple[dict, dict, str]] = {
     "min_snr5+offset": (dict(snr_gamma=5.0, offset_noise=0.1), {}, "min-SNR-γ + offset noise"),
 }
 
+# name -> (sampler overrides, what it changes): 06's trained model, one sampler setting changed
+SAMPLING_VARIANTS: dict[str, tuple[dict, str]] = {
+    "profile_sampler": ({}, "06's model and sampler as the profile sets them (the reference row)"),
+    "cfg2": (dict(guidance=2.0), "classifier-free guidance scale 2 (Ho & Salimans 2022)"),
+    "cfg7": (dict(guidance=7.0), "classifier-free guidance scale 7"),
+    "ddim50": (dict(steps=50), "DDIM with 50 steps (Song et al. 2021)"),
+    "dpm20": (dict(sampler="dpm"), "DPM-Solver++ (Lu et al. 2022), the profile's steps"),
+}
+
 
 def run(profile: str, name: str, steps: int, n_prompts: int, overrides: tuple[dict, dict, str] | None = None) -> dict:
     S = profiles.get(profile).pixel_diffusion
-    model_over, train_over, source = overrides or VARIANTS[name]
+    sampling = name in SAMPLING_VARIANTS and overrides is None
+    if sampling:                    # 06's own model (its checkpoint), one sampler setting changed
+        sample_over, source = SAMPLING_VARIANTS[name]
+        model_over, tcfg, out_dir = {}, S.train, run_dir(profile, "06")
+    else:
+        model_over, train_over, source = overrides or VARIANTS[name]
+        sample_over, out_dir = {}, run_dir(profile, "levers") / name
+        tcfg = dataclasses.replace(S.train, steps=steps, ckpt_every=max(100, steps // 6), **train_over)
     cfg = dataclasses.replace(pd.config_from_profile(S), **model_over)
-    tcfg = dataclasses.replace(S.train, steps=steps, ckpt_every=max(100, steps // 6), **train_over)
     oracle = orc.oracle(profile, cfg.image_size)
     encoder = pd.TextEncoder.for_profile(profile, cfg.max_tokens)
     data, bank = pd.prepare(profile, encoder, cfg, S.captions_per_image)
     model = pd.new_model(cfg, seed=tcfg.seed)
-    fit = train.fit(model, pd.diffusion_loss(bank, cfg), data, tcfg, run_dir(profile, "levers") / name, cfg.key())
+    fit = train.fit(model, pd.diffusion_loss(bank, cfg), data, tcfg, out_dir, cfg.key())
     if tcfg.ema:
         train.load_ema(model, fit.ema)
     prompts = t2i_prompts.heldout_prompts(profile).subset(n_prompts)
+    sc = dataclasses.replace(S.sample, **sample_over)
     t0 = time.perf_counter()
-    images = pd.generate(model, encoder, prompts.captions, S.sample, seed=prompts.seed)
+    images = pd.generate(model, encoder, prompts.captions, sc, seed=prompts.seed)
     sample_seconds = time.perf_counter() - t0
     heldout = t2i_prompts.heldout_prompts(profile)
     attrs = t2i_fidelity.prompt_fidelity(oracle, heldout.real_images(cfg.image_size), heldout.stated).macro_attributes
@@ -70,6 +90,7 @@ def run(profile: str, name: str, steps: int, n_prompts: int, overrides: tuple[di
                                         min_stated=1)
     per, per_c = fid.per_attribute, ceil.per_attribute
     return {"variant": name, "lever": source, "steps": fit.steps, "precision": fit.mixed_precision,
+            "sampler": f"{sc.sampler} {sc.steps}, CFG {sc.guidance:g}",
             "train minutes": fit.train_seconds / 60, "s/step": fit.train_seconds / max(1, fit.steps),
             "fidelity %": 100 * fid.macro, "ceiling %": 100 * ceil.macro, "of ceiling": fid.macro / ceil.macro,
             "subject %": 100 * per.get("subject", float("nan")),
@@ -90,6 +111,8 @@ def main() -> None:
     key = "t2i_levers"
     rows = {r["variant"]: r for r in results.load(args.profile, key, default={}).get("rows", [])}
     for name in args.only or list(VARIANTS):
+        if name not in VARIANTS and name not in SAMPLING_VARIANTS:
+            raise SystemExit(f"unknown variant {name!r}; known: {', '.join([*VARIANTS, *SAMPLING_VARIANTS])}")
         row = run(args.profile, name, args.steps, args.prompts)
         print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
         rows[name] = row
