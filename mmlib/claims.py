@@ -40,7 +40,6 @@ SPEEDUP_FACTOR = 2.0         # 2.2: the size reproduces when every speed-up is w
 COLOUR_P = 0.01              # 2.3: one-sided binomial test of the colour-word hits against chance
 # 2.4 is judged on every training seed of 07's second stage (``07_seeds``): it holds when every seed beats the
 # strongest baseline on the seeds' prompts, does not hold when none does; seeds that disagree leave it undecided.
-T2I_BASELINES = BASELINE_NAMES
 
 
 def _get(profile: str, key: str) -> Any:
@@ -115,8 +114,8 @@ def colour_words(profile: str) -> tuple[str, bool | None | NotTestable]:
 
 
 def strongest_baseline(fid: dict) -> tuple[str, dict]:
-    """The baseline row (of ``T2I_BASELINES`` present in a fidelity record) with the highest upper bound."""
-    rows = {k: fid[k]["macro"] for k in T2I_BASELINES if fid.get(k) and fid[k].get("macro")}
+    """The baseline row (of ``BASELINE_NAMES`` present in a fidelity record) with the highest upper bound."""
+    rows = {k: fid[k]["macro"] for k in BASELINE_NAMES if fid.get(k) and fid[k].get("macro")}
     name = max(rows, key=lambda k: rows[k]["hi"])
     return name, rows[name]
 
@@ -136,16 +135,16 @@ def ldm_semantics(profile: str) -> tuple[str, object]:
                                                     "is stated by enough held-out prompts")
     f = h["fidelity"]
     name, best = strongest_baseline(f)
-    others = ", ".join(f"{T2I_BASELINES[k]} {_iv(f[k]['macro'])} %" for k in T2I_BASELINES
+    others = ", ".join(f"{BASELINE_NAMES[k]} {_iv(f[k]['macro'])} %" for k in BASELINE_NAMES
                        if k != name and f.get(k) and f[k].get("macro"))
     text = (f"macro fidelity over {len(h['attributes'])} readable attributes {_iv(f['model']['macro'])} % vs the "
-            f"strongest baseline, {T2I_BASELINES[name]}, {_iv(best)} % ({others}; real ceiling "
+            f"strongest baseline, {BASELINE_NAMES[name]}, {_iv(best)} % ({others}; real ceiling "
             f"{_iv(f['ceiling']['macro'])} %)")
     comp = r["sets"].get("compositional")
     if comp and comp["fidelity"] and comp["fidelity"]["model"]["macro"]:
         cf = comp["fidelity"]
         cname, cbest = strongest_baseline(cf)
-        text += (f"; compositional prompts {_iv(cf['model']['macro'])} % vs {T2I_BASELINES[cname]} {_iv(cbest)} %")
+        text += (f"; compositional prompts {_iv(cf['model']['macro'])} % vs {BASELINE_NAMES[cname]} {_iv(cbest)} %")
     seeds = _get(profile, "07_seeds")
     if not seeds:
         return text + "; one training seed", f["model"]["macro"]["lo"] > best["hi"]
@@ -159,7 +158,7 @@ def seeds_verdict(text: str, seeds: dict) -> tuple[str, object]:
     n = len(seeds["seeds"])
     text += (f"; {n} training seeds on the first {seeds['n_prompts']} held-out prompts: "
              + ", ".join(f"seed {s} {_iv(r['macro'])} %" for s, r in seeds["seeds"].items())
-             + f" vs {T2I_BASELINES[seeds['strongest_baseline']]} {_iv(seeds['baseline'])} %")
+             + f" vs {BASELINE_NAMES[seeds['strongest_baseline']]} {_iv(seeds['baseline'])} %")
     if len(wins) == n:
         return text, True
     if not wins:

@@ -8,7 +8,8 @@ judged on every seed (``mmlib.claims``), and the spread (highest − lowest macr
 stated beside it.
 
     rec = seed_record(profile, oracle, prompts, {0: imgs0, 1: imgs1, 2: imgs2})
-    rec["spread"], rec["seeds"]["1"]["margin"]      # points of macro fidelity; lower bound − baseline's upper
+    rec["spread_points"], rec["seeds"]["1"]["margin"]   # max − min macro fidelity in points; seed 1's lower
+                                                        # bound − the baseline's upper bound (a share, > 0: passes)
 """
 from __future__ import annotations
 
